@@ -1,0 +1,12 @@
+"""tune_cvae: hyperparameter search for the Lab4 conditional-VAE video predictor."""
+import sys
+
+
+class UserError(Exception):
+    """A mistake in what the user gave us (data, flags, a space): shown as one line, exit status 2."""
+
+
+def fail(err):
+    """Print a user error as one line and exit 2 (never a traceback for the user's mistakes)."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(2)
