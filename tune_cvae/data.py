@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,17 @@ class Lab4Data:
         first `fraction` of the sorted training list (the template's Dataset_Dance)."""
         n = int(self.train_img.shape[0] * fraction)
         return torch.arange(n // vi_len) * vi_len
+
+    def as_arrays(self):
+        """Plain numpy arrays (and the root) for the Ray object store, where numpy is shared zero-copy."""
+        return {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        """Back from as_arrays() without copying (the object store's arrays are read-only; nothing writes)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "array is not writable": we only read
+            return cls(**{k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in arrays.items()})
 
     def to(self, device):
         """The same data with every tensor on `device` (done once per trial, not per step)."""

@@ -26,7 +26,7 @@ DEFAULT_SEED = 0
 DISK_H, DISK_W = 64, 128  # twice the model's 32x64: the loader's resize is always exercised
 TRAIN_VIDEO_LEN = 400
 N_TEST = 5
-VERSION = 1
+VERSION = 2
 
 # (joint a, joint b, pose colour) per limb; joints: neck, r_elbow, r_hand, l_elbow, l_hand, hip, r_knee, r_foot,
 # l_knee, l_foot, head. Limb 0 is the torso, 1-4 the arms (1, 3 upper), 5-8 the legs, 9 the neck-head line.
@@ -36,20 +36,25 @@ LIMBS = [(0, 5, (255, 0, 0)), (0, 1, (255, 170, 0)), (1, 2, (255, 255, 0)), (0, 
 ARM_LIMBS, UPPER_ARMS, LEG_LIMBS = (1, 2, 3, 4), (1, 3), (5, 6, 7, 8)
 
 
-class Dancer:
-    """One video's appearance and motion: smooth sums of sinusoids, drawn from a seeded generator."""
+N_DANCERS = 4
 
-    def __init__(self, rng):
+
+class Dancer:
+    """One video's motion (smooth sums of sinusoids) and its dancer's appearance. As in the real Lab4 data, every
+    video is shot in one studio (a shared background) and the dancers come from a small cast: `look` picks one."""
+
+    def __init__(self, rng, look_rng, studio_rng):
         self.freq = rng.uniform(2 * math.pi / 60, 2 * math.pi / 18, size=10)
         self.phase = rng.uniform(0, 2 * math.pi, size=10)
         self.amp = rng.uniform(0.4, 1.0, size=10)
         self.x0 = rng.uniform(0.35, 0.65)
         self.scale = rng.uniform(0.8, 1.0)
-        self.bg_top, self.bg_bottom = rng.integers(0, 256, size=3), rng.integers(0, 256, size=3)
-        self.floor = rng.integers(0, 256, size=3)
-        self.shirt, self.pants = rng.integers(0, 256, size=3), rng.integers(0, 256, size=3)
-        self.skin = np.array([rng.uniform(150, 255), rng.uniform(100, 200), rng.uniform(70, 160)]).astype(int)
-        self.hair = rng.integers(0, 120, size=3)
+        self.bg_top, self.bg_bottom = studio_rng.integers(0, 256, size=3), studio_rng.integers(0, 256, size=3)
+        self.floor = studio_rng.integers(0, 256, size=3)
+        self.shirt, self.pants = look_rng.integers(0, 256, size=3), look_rng.integers(0, 256, size=3)
+        self.skin = np.array([look_rng.uniform(150, 255), look_rng.uniform(100, 200),
+                              look_rng.uniform(70, 160)]).astype(int)
+        self.hair = look_rng.integers(0, 120, size=3)
 
     def wave(self, k, t):
         return self.amp[k] * math.sin(self.freq[k] * t + self.phase[k])
@@ -104,15 +109,15 @@ class Dancer:
 
 def _write_video(job):
     """Write one video (frames and poses) into its folders; run in a worker process."""
-    seed, video, length, offset, img_dir, label_dir, first_only = job
-    dancer = Dancer(np.random.default_rng([seed, video]))
+    seed, video, length, offset, img_dir, label_dir = job
+    dancer = Dancer(np.random.default_rng([seed, video]), np.random.default_rng([seed, 1, video % N_DANCERS]),
+                    np.random.default_rng([seed, 2]))
     img_dir, label_dir = Path(img_dir), Path(label_dir)
     for t in range(length):
         joints = dancer.skeleton(t)
         name = f"frame{offset + t}.png"
         dancer.pose_image(joints).save(label_dir / name, compress_level=1)
-        if t == 0 or not first_only:
-            dancer.frame_image(joints).save(img_dir / name, compress_level=1)
+        dancer.frame_image(joints).save(img_dir / name, compress_level=1)
 
 
 def generate(out, train_frames=DEFAULT_TRAIN_FRAMES, seed=DEFAULT_SEED, workers=None):
@@ -126,11 +131,11 @@ def generate(out, train_frames=DEFAULT_TRAIN_FRAMES, seed=DEFAULT_SEED, workers=
     jobs, video = [], 0
     for offset in range(0, train_frames, TRAIN_VIDEO_LEN):
         jobs.append((seed, video, min(TRAIN_VIDEO_LEN, train_frames - offset), offset,
-                     tmp / "train/train_img", tmp / "train/train_label", False))
+                     tmp / "train/train_img", tmp / "train/train_label"))
         video += 1
-    jobs.append((seed, 1000, TEST_LEN, 0, tmp / "val/val_img", tmp / "val/val_label", False))
+    jobs.append((seed, 1000, TEST_LEN, 0, tmp / "val/val_img", tmp / "val/val_label"))
     for i in range(N_TEST):
-        jobs.append((seed, 2000 + i, TEST_LEN, 0, tmp / f"test_truth/{i}", tmp / f"test/test_label/{i}", False))
+        jobs.append((seed, 2000 + i, TEST_LEN, 0, tmp / f"test_truth/{i}", tmp / f"test/test_label/{i}"))
     for job in jobs:
         Path(job[4]).mkdir(parents=True, exist_ok=True)
         Path(job[5]).mkdir(parents=True, exist_ok=True)

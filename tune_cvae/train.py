@@ -126,12 +126,27 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
+STRIP_FRAMES = (1, 10, 50, 150, 300, 600)
+
+
 def validate(model, data, config, epoch):
-    """Roll out the validation video from its first frame; PSNR per frame 1..T-1 (float frames in [0, 1])."""
+    """Roll out the validation video from its first frame. Returns the PSNR of each frame 1..T-1 (float frames
+    in [0, 1]) and an image strip (3, 2H, kW): predicted frames on top, true frames below."""
     gen = torch.Generator().manual_seed(config["seed"] * 100003 + epoch)  # own RNG: training's is untouched
     true = data.val_img.float() / 255
     pred = rollout(model, true[0], data.val_label.float() / 255, config["infer_z"], gen)
-    return psnr_per_frame(pred[1:], true[1:]).cpu()
+    picks = [i for i in STRIP_FRAMES if i < len(true)]
+    strip = torch.cat([torch.cat(list(pred[picks]), dim=2), torch.cat(list(true[picks]), dim=2)], dim=1)
+    return psnr_per_frame(pred[1:], true[1:]).cpu(), strip.clamp(0, 1).cpu()
+
+
+def check_data(config, data):
+    """Enough training clips for one batch in every epoch of this config? (before any work is spent)"""
+    fraction = min(data_fraction(0, config), config["partial"])
+    if len(data.clip_starts(config["train_vi_len"], fraction)) < config["batch_size"]:
+        raise UserError(f"{data.root}: {data.train_img.shape[0]} training frames give fewer than batch_size="
+                        f"{config['batch_size']} clips of train_vi_len={config['train_vi_len']} frames at a data "
+                        f"fraction of {fraction}")
 
 
 class Run:
@@ -139,12 +154,8 @@ class Run:
 
     def __init__(self, config, data, device="cpu"):
         self.config, self.device = make_config(config), torch.device(device)
+        check_data(self.config, data)
         self.data = data.to(self.device)
-        if len(self.data.clip_starts(config["train_vi_len"], min(config["partial"], data_fraction(0, config)))) \
-                < config["batch_size"]:
-            raise UserError(f"{data.root}: {data.train_img.shape[0]} training frames give fewer than batch_size="
-                            f"{config['batch_size']} clips of {config['train_vi_len']} frames at partial="
-                            f"{min(config['partial'], data_fraction(0, config))}")
         torch.manual_seed(self.config["seed"])
         self.model = model_from_config(self.config).to(self.device)
         self.opt = _optimizer(self.model, self.config)
@@ -205,7 +216,7 @@ class Run:
             bar.set_postfix(loss=f"{loss.item():.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
         train_s = time.perf_counter() - t0
         self.sched.step()
-        psnr = validate(self.model, self.data, c, e)
+        psnr, self.val_strip = validate(self.model, self.data, c, e)
         self.epoch += 1
         metrics = {"epoch": self.epoch, **{k: v / max(n_batches, 1) for k, v in sums.items()},
                    "beta": beta, "tfr": teacher_forcing_ratio(e, c), "teacher_forcing": teacher_forcing, "lr": lr,

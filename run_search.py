@@ -1,0 +1,51 @@
+"""Search KL-annealing and teacher-forcing settings (and whatever else a space names) with Ray Tune,
+Optuna's TPE and ASHA.
+
+    python run_search.py --space kl_tfr.yaml --gpus 4
+"""
+import argparse
+
+from tune_cvae import UserError, fail
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--space", default="kl_tfr.yaml",
+                   help="search space: a file name in search_spaces/ (kl_tfr.yaml, demo.yaml, smoke.yaml) or a path")
+    p.add_argument("--data", default=None, help="LAB4-layout dataset folder (default: the built-in synthetic data)")
+    p.add_argument("--gpus", type=float, default=0, help="total GPUs the search may use (0 = train on CPUs)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs each trial holds; fractions pack trials on a GPU (0.25 = 4 per GPU). "
+                        "Default: 1 when --gpus > 0")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs each trial holds (its torch threads)")
+    p.add_argument("--cpus", type=int, default=None,
+                   help="CPUs a local Ray session may use (default: all); ignored with --address")
+    p.add_argument("--samples", type=int, default=None, help="number of trials (default: the space's num_samples)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epochs of a full trial, ASHA's max_t (default: the space's max_epochs)")
+    p.add_argument("--name", default=None, help="experiment name (default: SPACE-DATE-TIME)")
+    p.add_argument("--storage", default="ray_results", help="folder that holds experiment folders")
+    p.add_argument("--address", default=None,
+                   help="join an existing Ray cluster (e.g. auto or HOST:6379); RAY_ADDRESS is honoured too")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                   help="do not start the Ray dashboard of a local session")
+    args = p.parse_args(argv)
+    for flag in ("samples", "max_epochs"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            fail(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
+    if args.gpus < 0:
+        fail(f"--gpus {args.gpus:g}: must be >= 0")
+    from tune_cvae import search  # after parsing: --help stays fast and Ray-free
+    try:
+        search.run(args.space, args.data, args.gpus, args.gpus_per_trial, args.cpus_per_trial, args.samples,
+                   args.max_epochs, args.name, args.storage, args.address, args.resume, args.seed, args.cpus,
+                   args.dashboard)
+    except UserError as e:
+        fail(e)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""YAML search space -> a checked Space and an Optuna define-by-run function.
+
+    metric: val_psnr            # what the trainable reports: val_psnr, val_psnr_600 (max) or loss, mse (min)
+    mode: max
+    num_samples: 24
+    max_epochs: 70              # each trial's num_epoch and ASHA's max_t
+    grace_period: 5             # ASHA: epochs before a trial can be stopped
+    reduction_factor: 3
+    fixed: {F_dim: 128}         # config values every trial shares
+    params:
+      kl_anneal_type: {type: categorical, choices: [Cyclical, Monotonic, None]}
+      kl_anneal_cycle: {type: int, low: 2, high: 20, when: {kl_anneal_type: Cyclical}}
+      lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+    points_to_evaluate:         # evaluated first, in order
+      - {kl_anneal_type: Cyclical, kl_anneal_cycle: 10, lr: 1.0e-3}
+
+A parameter with `when` is suggested only when every named (earlier) parameter has the given value (or one of
+a list of values); otherwise it is absent from the trial's config and the run uses the default.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tune_cvae import UserError
+from tune_cvae.train import OPTIONS, ConfigError, make_config
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+METRICS = {"val_psnr": "max", "val_psnr_600": "max", "loss": "min", "mse": "min"}
+TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
+            "points_to_evaluate", "description"}
+PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
+              "categorical": {"type", "choices", "when"}}
+
+
+class SpaceError(UserError):
+    pass
+
+
+@dataclass
+class Space:
+    path: str
+    metric: str
+    mode: str
+    num_samples: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: int
+    fixed: dict
+    params: dict
+    points_to_evaluate: list = field(default_factory=list)
+
+    def active(self, name, values):
+        """Is parameter `name` suggested, given the values chosen so far?"""
+        for other, allowed in self.params[name].get("when", {}).items():
+            allowed = allowed if isinstance(allowed, list) else [allowed]
+            if values.get(other) not in allowed:
+                return False
+        return True
+
+    def trial_config(self, suggested):
+        """The run config of a trial: fixed values, the suggestions, num_epoch = max_epochs."""
+        return {**self.fixed, **suggested, "num_epoch": self.max_epochs}
+
+
+class DefineByRun:
+    """Optuna define-by-run function over a Space (a class, not a closure, so Ray can pickle the searcher)."""
+
+    def __init__(self, space):
+        self.space = space
+
+    def __call__(self, trial):
+        values = {}
+        for name, p in self.space.params.items():
+            if not self.space.active(name, values):
+                continue
+            if p["type"] == "float":
+                values[name] = trial.suggest_float(name, p["low"], p["high"], log=p.get("log", False))
+            elif p["type"] == "int":
+                values[name] = trial.suggest_int(name, p["low"], p["high"], log=p.get("log", False))
+            else:
+                values[name] = trial.suggest_categorical(name, p["choices"])
+        return {**self.space.fixed, "num_epoch": self.space.max_epochs}  # constants merged into every config
+
+
+def resolve(name_or_path):
+    """--space takes a file name in search_spaces/ (with or without .yaml) or a path."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (SPACES_DIR / name_or_path, SPACES_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(sorted(p.name for p in SPACES_DIR.glob("*.yaml")))
+    raise SpaceError(f"{name_or_path}: no such space file (built-in spaces: {known})")
+
+
+def load(name_or_path):
+    path = resolve(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return parse(raw, str(path))
+
+
+def _need(cond, path, key, msg):
+    if not cond:
+        raise SpaceError(f"{path}: {key}: {msg}")
+
+
+def _int(raw, path, key, default=None, low=1):
+    value = raw.get(key, default)
+    _need(isinstance(value, int) and not isinstance(value, bool) and value >= low, path, key,
+          f"must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def parse(raw, path="<space>"):
+    """Check a space dict completely; any problem is a SpaceError naming the file and the key."""
+    _need(isinstance(raw, dict), path, "(top level)", "must be a mapping")
+    for key in raw:
+        _need(key in TOP_KEYS, path, key, f"unknown key (known: {', '.join(sorted(TOP_KEYS))})")
+    metric = raw.get("metric", "val_psnr")
+    _need(metric in METRICS, path, "metric", f"{metric!r} is not reported by the trainable "
+          f"(reported: {', '.join(METRICS)})")
+    mode = raw.get("mode", METRICS[metric])
+    _need(mode in ("max", "min"), path, "mode", f"must be max or min, got {mode!r}")
+    max_epochs = _int(raw, path, "max_epochs")
+    grace = _int(raw, path, "grace_period", 1)
+    _need(grace <= max_epochs, path, "grace_period", f"{grace} is more than max_epochs {max_epochs}")
+    fixed = raw.get("fixed") or {}
+    _need(isinstance(fixed, dict), path, "fixed", "must be a mapping of config keys to values")
+    params = raw.get("params") or {}
+    _need(isinstance(params, dict) and params, path, "params", "empty space: name at least one parameter")
+    for name, p in params.items():
+        _check_param(path, name, p, params, fixed)
+    for name in fixed:
+        _need(name != "num_epoch", path, f"fixed.{name}", "set max_epochs instead")
+    try:
+        make_config({**fixed, "num_epoch": max_epochs})
+    except ConfigError as e:
+        raise SpaceError(f"{path}: fixed: {e}") from None
+    space = Space(path, metric, mode, _int(raw, path, "num_samples"), max_epochs, grace,
+                  _int(raw, path, "reduction_factor", 3, low=2), fixed, params)
+    points = raw.get("points_to_evaluate") or []
+    _need(isinstance(points, list), path, "points_to_evaluate", "must be a list of mappings")
+    for i, point in enumerate(points):
+        space.points_to_evaluate.append(_check_point(space, point, f"points_to_evaluate[{i}]"))
+    return space
+
+
+def _check_param(path, name, p, params, fixed):
+    key = f"params.{name}"
+    _need(name in OPTIONS and name != "num_epoch", path, key, "not a config key the training run knows")
+    _need(name not in fixed, path, key, "also given in fixed")
+    _need(isinstance(p, dict) and p.get("type") in PARAM_KEYS, path, key,
+          "needs type: float, int or categorical")
+    for k in p:
+        _need(k in PARAM_KEYS[p["type"]], path, f"{key}.{k}", f"unknown key for a {p['type']} parameter")
+    if p["type"] == "categorical":
+        _need(isinstance(p.get("choices"), list) and p["choices"], path, f"{key}.choices", "needs a non-empty list")
+        for choice in p["choices"]:
+            _check_value(path, f"{key}.choices", name, choice)
+    else:
+        number = (int,) if p["type"] == "int" else (int, float)
+        for bound in ("low", "high"):
+            _need(isinstance(p.get(bound), number) and not isinstance(p.get(bound), bool), path, f"{key}.{bound}",
+                  f"needs a number for a {p['type']} parameter, got {p.get(bound)!r}")
+        _need(p["low"] <= p["high"], path, key, f"low {p['low']} > high {p['high']}")
+        _need(not p.get("log") or p["low"] > 0, path, f"{key}.log", "a log scale needs low > 0")
+        _check_value(path, f"{key}.low", name, p["low"])
+        _check_value(path, f"{key}.high", name, p["high"])
+    when = p.get("when", {})
+    _need(isinstance(when, dict), path, f"{key}.when", "must map parameter names to values")
+    earlier = list(params)[:list(params).index(name)]
+    for other in when:
+        _need(other in earlier, path, f"{key}.when.{other}",
+              "condition on an unknown parameter (it must be a parameter listed before this one)")
+
+
+def _check_value(path, key, name, value):
+    try:
+        make_config({name: value})
+    except ConfigError as e:
+        raise SpaceError(f"{path}: {key}: {e}") from None
+
+
+def _check_point(space, point, key):
+    _need(isinstance(point, dict), space.path, key, "must be a mapping of parameter values")
+    values = {}
+    for name, p in space.params.items():
+        if not space.active(name, values):
+            _need(name not in point, space.path, f"{key}.{name}", "given although its condition excludes it")
+            continue
+        _need(name in point, space.path, f"{key}.{name}", "missing (every active parameter needs a value)")
+        value = point[name]
+        if p["type"] == "categorical":
+            _need(value in p["choices"], space.path, f"{key}.{name}", f"{value!r} is not one of {p['choices']}")
+        else:
+            _need(isinstance(value, (int, float)) and p["low"] <= value <= p["high"], space.path, f"{key}.{name}",
+                  f"{value!r} is outside [{p['low']}, {p['high']}]")
+        values[name] = value
+    for name in point:
+        _need(name in space.params, space.path, f"{key}.{name}", "not a parameter of this space")
+    return values
