@@ -53,3 +53,16 @@ def builtin(builtin_root):
 def short_val(builtin):
     """The built-in data with a 24-frame validation video, for tests about training mechanics, not quality."""
     return dataclasses.replace(builtin, val_img=builtin.val_img[:24], val_label=builtin.val_label[:24])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray session for all tests: two local nodes of one CPU each (ray.cluster_utils.Cluster)."""
+    import ray
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

@@ -56,7 +56,7 @@ def collect(exp_dir):
             status = "finished"
         else:
             status = "stopped early"
-        row = {"trial_id": last.get("trial_id", trial_dir.name.split("_")[2]), "status": status}
+        row = {"trial_id": last.get("trial_id", trial_dir.name.removeprefix("trial_")), "status": status}
         for p in space["params"]:
             row[p] = config.get(p, "")  # empty where a condition excluded the parameter
         if "kl_anneal_type" not in space["params"]:

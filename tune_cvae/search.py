@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -54,18 +55,18 @@ def plan_resources(gpus, gpus_per_trial, cpus_per_trial, num_samples):
     have = ray.cluster_resources()
     have_gpus, have_cpus = have.get("GPU", 0), have.get("CPU", 0)
     if gpus > have_gpus:
-        raise UserError(f"--gpus {gpus}: Ray sees {have_gpus:g} GPU(s) on this machine/cluster; "
+        raise UserError(f"--gpus {gpus:g}: Ray sees {have_gpus:g} GPU(s) on this machine/cluster; "
                         f"use --gpus {int(have_gpus)} (0 trains on CPUs)")
     if gpus_per_trial is None:
         gpus_per_trial = 1 if gpus > 0 else 0
     if gpus_per_trial < 0 or gpus_per_trial > max(gpus, 0) or (gpus > 0 and gpus_per_trial == 0):
-        raise UserError(f"--gpus-per-trial {gpus_per_trial}: must be in (0, --gpus={gpus}] "
+        raise UserError(f"--gpus-per-trial {gpus_per_trial:g}: must be in (0, --gpus={gpus:g}] "
                         f"(or 0 with --gpus 0)")
     if gpus_per_trial > 1 and not float(gpus_per_trial).is_integer():
-        raise UserError(f"--gpus-per-trial {gpus_per_trial}: above 1 it must be a whole number")
+        raise UserError(f"--gpus-per-trial {gpus_per_trial:g}: above 1 it must be a whole number")
     biggest_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
     if cpus_per_trial <= 0 or cpus_per_trial > biggest_node:
-        raise UserError(f"--cpus-per-trial {cpus_per_trial}: the largest Ray node has {biggest_node:g} CPUs")
+        raise UserError(f"--cpus-per-trial {cpus_per_trial:g}: the largest Ray node has {biggest_node:g} CPUs")
     slots = math.floor(gpus / gpus_per_trial + 1e-9) if gpus_per_trial else math.floor(have_cpus / cpus_per_trial)
     return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, max(1, min(slots, num_samples))
 
@@ -114,7 +115,7 @@ def run(space_name, data=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, sa
             "resources": resources}, sort_keys=False))
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=_searcher(space, exp_dir, name, seed), scheduler=_scheduler(space),
-            num_samples=space.num_samples, max_concurrent_trials=concurrent),
+            num_samples=space.num_samples, max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(storage), verbose=verbose,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
@@ -128,6 +129,10 @@ def run(space_name, data=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, sa
     return exp_dir
 
 
+def _trial_dirname(trial):
+    return f"trial_{trial.trial_id}"  # Ray's default packs every parameter into the folder name
+
+
 def _space_dict(space):
     return {"metric": space.metric, "mode": space.mode, "num_samples": space.num_samples,
             "max_epochs": space.max_epochs, "grace_period": space.grace_period,
@@ -139,6 +144,7 @@ def _searcher(space, exp_dir, name, seed):
     """TPE (seeded, multivariate), the study kept in a journal file in the experiment folder."""
     storage = JournalStorage(JournalFileBackend(str(exp_dir / "optuna.journal")))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
     return OptunaSearch(space=spaces.DefineByRun(space), metric=space.metric, mode=space.mode,
                         points_to_evaluate=space.points_to_evaluate or None, study_name=name, storage=storage,
                         sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,

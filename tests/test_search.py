@@ -1,0 +1,100 @@
+"""End-to-end searches on a two-node local Ray cluster (the session's ray_cluster fixture)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from tune_cvae import UserError, search
+
+
+@pytest.fixture(scope="module")
+def smoke(ray_cluster, builtin_root, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("ray_results")
+    return search.run("smoke.yaml", data=str(builtin_root), storage=storage, name="smoke", dashboard=False,
+                      verbose=0)
+
+
+def trial_results(exp):
+    return {d.name: [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line]
+            for d in exp.glob("trial_*") if (d / "result.json").is_file()}
+
+
+def test_smoke_search_asha_stops_some_trials_and_writes_tables(smoke):
+    table = pd.read_csv(smoke / "trials.csv")
+    assert len(table) >= 6
+    assert set(table.status) <= {"finished", "stopped early"}
+    assert (table.status == "stopped early").any() and (table.status == "finished").any()
+    assert (table.epochs[table.status == "finished"] == 3).all()
+    assert (table.epochs[table.status == "stopped early"] < 3).all()
+    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    assert table.best_val_psnr.is_monotonic_decreasing
+    for name in ("trials.md", "trials.html"):
+        assert "kl_anneal_type" in (smoke / name).read_text()
+    assert "By KL-annealing type" in (smoke / "trials.md").read_text()
+
+
+def test_conditional_parameter_only_in_cyclical_trials(smoke):
+    table = pd.read_csv(smoke / "trials.csv")
+    cyclical = table.kl_anneal_type == "Cyclical"
+    assert table.kl_anneal_cycle[cyclical].notna().all()
+    assert table.kl_anneal_cycle[~cyclical].isna().all()
+
+
+def test_trials_ran_on_both_nodes_from_the_shared_dataset(smoke):
+    nodes = {r["node_id"] for results in trial_results(smoke).values() for r in results}
+    assert len(nodes) == 2
+
+
+def test_tensorboard_logs_and_optuna_study_in_the_experiment_folder(smoke):
+    for trial_dir in smoke.glob("trial_*"):
+        assert list((trial_dir / "tensorboard").glob("events.out.tfevents.*")), trial_dir
+    storage = JournalStorage(JournalFileBackend(str(smoke / "optuna.journal")))
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    assert len(study.trials) == len(pd.read_csv(smoke / "trials.csv"))
+
+
+def test_gpu_over_request_fails_before_any_trial(ray_cluster, builtin_root, tmp_path):
+    with pytest.raises(UserError, match="--gpus 4: Ray sees 0 GPU"):
+        search.plan_resources(4, None, 1, 6)
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--gpus", "4", "--data",
+                           str(builtin_root), "--storage", str(tmp_path / "rr")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --gpus 4: Ray sees 0 GPU")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "rr").exists()
+
+
+def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.Popen([sys.executable, "run_search.py", "--space", "smoke", "--samples", "3", "--data",
+                             str(builtin_root), "--storage", str(tmp_path), "--name", "r"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not any(p.stat().st_size for p in tmp_path.glob("r/trial_*/result.json")):
+        assert proc.poll() is None and time.time() < deadline, "search ended before any trial reported"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+    proc.wait(timeout=120)
+    before = trial_results(tmp_path / "r")
+    assert sum(len(r) for r in before.values()) < 3 * 3  # it really was cut short
+    exp = search.run(None, resume=True, name="r", storage=tmp_path, dashboard=False, verbose=0)
+    table = pd.read_csv(exp / "trials.csv")
+    assert len(table) == 3 and set(table.status) <= {"finished", "stopped early"}
+    after = trial_results(exp)
+    for name, results in before.items():  # interrupted trials continued from their checkpoints
+        epochs = [r["epoch"] for r in after[name]]
+        assert epochs == sorted(set(epochs)), epochs
+
+
+def test_resume_without_a_search_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="no search to resume"):
+        search.run(None, resume=True, name="nothing", storage=tmp_path)
