@@ -14,8 +14,7 @@ from tune_cvae import data as lab4  # noqa: E402
 from tune_cvae.synthetic import generate  # noqa: E402
 
 # small enough for CPU tests; bottleneck channels (F_dim/8 = 4) still carry colour
-TINY = {"F_dim": 32, "L_dim": 8, "N_dim": 4, "D_out_dim": 32, "batch_size": 2, "kl_reduction": "mean",
-        "lr_scheduler": "none"}
+TINY = {"F_dim": 32, "L_dim": 8, "N_dim": 4, "D_out_dim": 32, "batch_size": 2, "lr_scheduler": "none"}
 
 
 def write_lab4(root, size=(16, 32), n_train=40, n_val=4, n_test=1, test_len=630, seed=0):

@@ -10,21 +10,22 @@ from conftest import TINY
 from tune_cvae.model import psnr_per_frame
 from tune_cvae.train import ConfigError, load_checkpoint, make_config, save_checkpoint, train
 
+# what demo.yaml evaluates first: learns the built-in data within a few CPU minutes
+LEARNS = {**TINY, "batch_size": 4, "train_vi_len": 4, "partial": 1.0, "num_epoch": 4, "kl_anneal_type": "None",
+          "tfr_sde": 1, "tfr_d_step": 0.5, "lr": 3e-3, "infer_z": "zero"}
 QUICK = {**TINY, "num_epoch": 2, "partial": 0.25, "tfr": 1.0, "tfr_sde": 1, "tfr_d_step": 1.0}
 
 
 def test_same_config_and_seed_give_the_same_metrics(short_val):
-    a = train(QUICK, short_val)
-    b = train(QUICK, short_val)
-    assert a == pytest.approx(b, nan_ok=False) or {k: a[k] for k in ("loss", "val_psnr")} == \
-        {k: b[k] for k in ("loss", "val_psnr")}
+    a, _ = train(QUICK, short_val)
+    b, _ = train(QUICK, short_val)
     assert a["val_psnr"] == b["val_psnr"] and a["loss"] == b["loss"]
-    c = train({**QUICK, "seed": 2}, short_val)
+    c, _ = train({**QUICK, "seed": 2}, short_val)
     assert c["loss"] != a["loss"]
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(short_val, tmp_path):
-    whole = train(QUICK, short_val)
+    whole, _ = train(QUICK, short_val)
     saved = {}
 
     def keep_first(metrics, run):
@@ -34,14 +35,14 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(short_val, tmp_path):
 
     train(QUICK, short_val, on_epoch=keep_first)
     assert saved
-    resumed = train(QUICK, short_val, state=load_checkpoint(tmp_path / "e1.ckpt"))
+    resumed, _ = train(QUICK, short_val, state=load_checkpoint(tmp_path / "e1.ckpt"))
     for key in ("epoch", "loss", "mse", "kl", "val_psnr", "val_psnr_600", "tfr", "lr", "teacher_forcing"):
         assert resumed[key] == whole[key], key
 
 
 def test_metrics_recorded_each_epoch(short_val):
     seen = []
-    final = train({**QUICK, "kl_anneal_type": "None", "kl_beta_max": 0.5}, short_val,
+    final, _ = train({**QUICK, "kl_anneal_type": "None", "kl_beta_max": 0.5}, short_val,
                   on_epoch=lambda m, run: seen.append(m))
     assert [m["epoch"] for m in seen] == [1, 2]
     assert {"loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s"} <= set(final)
@@ -61,7 +62,7 @@ def test_short_run_beats_repeating_the_first_frame(builtin):
     full 630-frame validation rollout."""
     val = builtin.val_img.float() / 255
     baseline = psnr_per_frame(val[:1].expand_as(val)[1:], val[1:]).mean().item()
-    final = train(dict(DEMO_RUN), builtin)
+    final, _ = train(LEARNS, builtin)
     assert final["val_psnr"] > baseline + 0.5, (final["val_psnr"], baseline)
 
 

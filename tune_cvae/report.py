@@ -134,3 +134,47 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def newest_experiment(storage):
+    """The most recently modified experiment folder (one with search.yaml) under `storage`."""
+    found = sorted(Path(storage).glob(f"*/{SEARCH_FILE}"), key=lambda p: p.parent.stat().st_mtime)
+    if not found:
+        raise UserError(f"{Path(storage).resolve()}: no experiment folder here; run run_search.py first "
+                        f"or pass --experiment DIR")
+    return found[-1].parent
+
+
+def winner(exp_dir):
+    """(search.yaml contents, the winning trial's row, its folder): the best trial by the space's metric,
+    errored and NaN trials ignored."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise UserError(f"{exp_dir}: experiment folder does not exist")
+    table = collect(exp_dir)
+    search = yaml.safe_load((exp_dir / SEARCH_FILE).read_text())
+    metric = search["space"]["metric"]
+    usable = table[(table["status"] != "errored") & table[f"best_{metric}"].notna()] if not table.empty else table
+    if usable.empty:
+        raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric}")
+    row = usable.iloc[0]
+    return search, row, exp_dir / row["trial_dir"]
+
+
+def plot_psnr(psnr, path, title):
+    """PSNR per frame (frame index 1..T-1) with the mean marked, as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    frames = range(1, len(psnr) + 1)
+    ax.plot(frames, psnr, lw=1, label="PSNR per frame")
+    mean = float(sum(psnr) / len(psnr))
+    ax.axhline(mean, color="tab:red", ls="--", lw=1, label=f"mean {mean:.2f} dB")
+    ax.set_xlabel("frame index")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -229,7 +229,7 @@ class Run:
 
 def train(config, data, device="cpu", state=None, on_epoch=None, progress=False):
     """Train to config['num_epoch'] (continuing from `state` if given); `on_epoch(metrics, run)` after each
-    epoch. Returns the final metrics, with `diverged` set when the loss stopped being finite."""
+    epoch. Returns (final metrics, with `diverged` set when the loss stopped being finite; the Run)."""
     run = Run(config, data, device)
     if state is not None:
         run.load_state(state)
@@ -242,13 +242,14 @@ def train(config, data, device="cpu", state=None, on_epoch=None, progress=False)
         except FloatingPointError as err:
             print(f"diverged: {err}", file=sys.stderr)
             return {**(run.history[-1] if run.history else {}), "val_psnr": float("nan"),
-                    "val_psnr_600": float("nan"), "diverged": True, "epoch": run.epoch}
+                    "val_psnr_600": float("nan"), "diverged": True, "epoch": run.epoch}, run
         epochs.update(1)
         epochs.set_postfix(val_psnr=f"{metrics['val_psnr']:.2f}")
         if on_epoch is not None:
             on_epoch(metrics, run)
     epochs.close()
-    return {**metrics, "diverged": False, "best_val_psnr": max((h["val_psnr"] for h in run.history), default=None)}
+    best = max((h["val_psnr"] for h in run.history), default=None)
+    return {**metrics, "diverged": False, "best_val_psnr": best}, run
 
 
 def set_threads(n):
@@ -304,7 +305,7 @@ def main(argv=None):
             if run.epoch % args.per_save == 0:
                 save_checkpoint(run.state(), save_root / f"epoch={run.epoch}.ckpt")
 
-        final = train(config, data, device, state, save, progress=True)
+        final, _ = train(config, data, device, state, save, progress=True)
     except UserError as e:
         fail(e)
     print(json.dumps(final))

@@ -46,7 +46,7 @@ def train_trial(config, arrays):
             tune.report({**metrics, "node_id": node, "device": device},
                         checkpoint=tune.Checkpoint.from_directory(d))
 
-    final = train(run_config, data, device, state, report)
+    final, _ = train(run_config, data, device, state, report)
     if final.get("diverged"):  # a NaN result: ASHA and Optuna see it as a failed configuration
         tune.report({**final, "epoch": final["epoch"] + 1, "node_id": node, "device": device})
     writer.close()

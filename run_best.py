@@ -1,0 +1,49 @@
+"""Turn a finished search into a leaderboard submission: retrain the winner, validate it, predict the 5 test
+videos, write submission.csv, GIFs, the PSNR-per-frame plot, its config and checkpoint, and score it when the
+data has test ground truth (the built-in data does).
+
+    python run_best.py [--experiment ray_results/NAME] [--epochs N] [--seeds K]
+"""
+import argparse
+import json
+
+from tune_cvae import UserError, fail
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--experiment", default=None,
+                   help="experiment folder of run_search.py (default: the newest under --storage)")
+    p.add_argument("--storage", default="ray_results", help="where to look for the newest experiment")
+    p.add_argument("--data", default=None, help="dataset folder (default: the one the search used)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs to retrain (default: the space's max_epochs)")
+    p.add_argument("--from-checkpoint", action="store_true",
+                   help="continue from the winner's best checkpoint instead of retraining from scratch")
+    p.add_argument("--infer-z", choices=["prior", "zero"], default=None,
+                   help="z for the test rollouts: drawn from N(0, I) or its mean (default: the winner's infer_z)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="retrain with this many seeds and report mean and std of val_psnr (the first is submitted)")
+    p.add_argument("--out", default=None, help="output folder (default: EXPERIMENT/best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    args = p.parse_args(argv)
+    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
+        fail("--seeds and --epochs must be at least 1")
+    from tune_cvae import predict
+    try:
+        out, summary = predict.run_best(args.experiment, args.storage, args.data, args.epochs, args.from_checkpoint,
+                                        args.infer_z, args.out, args.seeds, args.device)
+    except UserError as e:
+        fail(e)
+    seeds = summary["seeds"]
+    print(f"val_psnr {summary['val_psnr']:.2f} dB (frames 1..600: {summary['val_psnr_600']:.2f})"
+          + (f"; over {seeds['n']} seeds {seeds['mean']:.2f} +- {seeds['std']:.2f} dB" if seeds["n"] > 1 else ""))
+    if "score" in summary:
+        print(predict.format_score(summary["score"]))
+    print(f"wrote {out}/: submission.csv, pred_seq<i>.gif, val_psnr_per_frame.csv/.png, config.yaml, "
+          f"model.ckpt, summary.json")
+    print(json.dumps({k: summary[k] for k in ("trial_id", "val_psnr", "val_psnr_600")}))
+
+
+if __name__ == "__main__":
+    main()
