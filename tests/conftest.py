@@ -65,3 +65,12 @@ def ray_cluster():
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke(ray_cluster, builtin_root, tmp_path_factory):
+    """A finished smoke search (smoke.yaml) on the built-in data: its experiment folder."""
+    from tune_cvae import search
+    storage = tmp_path_factory.mktemp("ray_results")
+    return search.run("smoke.yaml", data=str(builtin_root), storage=storage, name="smoke", dashboard=False,
+                      verbose=0)

@@ -15,13 +15,6 @@ from optuna.storages.journal import JournalFileBackend
 from tune_cvae import UserError, search
 
 
-@pytest.fixture(scope="module")
-def smoke(ray_cluster, builtin_root, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("ray_results")
-    return search.run("smoke.yaml", data=str(builtin_root), storage=storage, name="smoke", dashboard=False,
-                      verbose=0)
-
-
 def trial_results(exp):
     return {d.name: [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line]
             for d in exp.glob("trial_*") if (d / "result.json").is_file()}

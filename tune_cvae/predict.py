@@ -198,7 +198,7 @@ def run_best(experiment=None, storage="ray_results", data=None, epochs=None, fro
             raise UserError(f"the winner's configuration diverged when retrained with seed {cfg['seed']}")
         finals.append(final)
         run = run or trained
-    psnr, _ = validate(run.model, run.data, run.config, run.epoch)
+    psnr, _ = validate(run.model, run.data, run.config, run.epoch - 1)  # = the last epoch's validation
     pd.DataFrame({"frame": range(1, len(psnr) + 1), "psnr": psnr.numpy()}).to_csv(
         tmp / "val_psnr_per_frame.csv", index=False)
     report.plot_psnr(psnr.tolist(), tmp / "val_psnr_per_frame.png",

@@ -1,0 +1,98 @@
+"""Submission format, the leaderboard's scoring, and run_best.py on a finished search."""
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, ImageSequence
+
+from tune_cvae import UserError
+from tune_cvae.predict import check_submission, score, score_arrays, submission_frame
+
+
+def test_submission_rows_columns_and_rounding():
+    videos = torch.rand(5, 630, 3, 32, 64)
+    videos[0, 1, 0, 0, 0], videos[0, 1, 0, 0, 1], videos[0, 1, 0, 0, 2] = 1.7, -0.2, 0.5 / 255 + 1e-6
+    table = submission_frame(videos)
+    assert table.shape == (3150, 6145) and list(table.columns[:3]) == ["id", "0", "1"]
+    assert table.columns[-1] == "6143" and table["id"].tolist() == list(range(3150))
+    row = table.iloc[1, 1:].to_numpy()
+    assert row[0] == 255 and row[1] == 0 and row[2] == 1  # clamped, then rint(x * 255)
+    # C, H, W order: value 64 is channel 0, row 1, column 0
+    assert table.iloc[630 * 2 + 5, 1 + 64] == round(float(videos[2, 5, 0, 1, 0]) * 255)
+    check_submission(table, 5)
+    with pytest.raises(UserError, match="rows"):
+        check_submission(table.iloc[:-1], 5)
+
+
+def test_score_follows_the_leaderboard():
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 256, (5, 630, 6144))
+    pred = true.copy()
+    pred[:, 1:601] = np.clip(true[:, 1:601] + 4, 0, 255)  # frames 1..600 off by about 4
+    pred[:, 601:] = 0                                     # frames >= 601 do not count
+    pred[:, 0] = 0                                        # nor does frame 0
+    expected = [20 * math.log10(255) - 10 * math.log10(((p - t) ** 2).mean())
+                for v in range(5) for p, t in zip(pred[v, 1:601], true[v, 1:601])]
+    result = score_arrays(pred, true)
+    assert result["score"] == pytest.approx(np.mean(expected))
+    assert result["public"] == pytest.approx(np.mean(expected[:1800]))
+    assert result["private"] == pytest.approx(np.mean(expected[1800:]))
+
+
+def test_score_cli_on_the_builtin_truth(builtin_root, builtin, tmp_path):
+    truth = torch.stack([torch.cat([builtin.test_first[i:i + 1]] * 630) for i in range(5)]).float() / 255
+    submission_frame(truth).to_csv(tmp_path / "repeat.csv", index=False)
+    result = score(tmp_path / "repeat.csv", builtin_root / "test_truth")
+    assert result["submission"] == pytest.approx(result["repeat_first_frame"])
+    proc = subprocess.run([sys.executable, "-m", "tune_cvae.predict", "score", str(tmp_path / "nope.csv"),
+                           "--truth", str(builtin_root / "test_truth")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'nope.csv'}: no such submission file"
+
+
+def run_best(*args):
+    return subprocess.run([sys.executable, "run_best.py", *map(str, args)], capture_output=True, text=True)
+
+
+def test_run_best_writes_a_valid_scored_submission(smoke, tmp_path):
+    out = tmp_path / "best"
+    proc = run_best("--experiment", smoke, "--epochs", 1, "--out", out, "--infer-z", "zero", "--seeds", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert "winner: trial" in proc.stderr
+    table = pd.read_csv(out / "submission.csv")
+    check_submission(table, 5)
+    assert sorted(p.name for p in out.glob("pred_seq*.gif")) == [f"pred_seq{i}.gif" for i in range(5)]
+    with Image.open(out / "pred_seq0.gif") as gif:  # identical neighbours are merged: count their durations
+        assert gif.size == (64, 32)
+        assert sum(f.info["duration"] for f in ImageSequence.Iterator(gif)) == pytest.approx(630 * 50)
+    per_frame = pd.read_csv(out / "val_psnr_per_frame.csv")
+    assert len(per_frame) == 629 and (out / "val_psnr_per_frame.png").stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_psnr"] == pytest.approx(per_frame.psnr.mean(), rel=1e-5)
+    assert set(summary["score"]) == {"submission", "repeat_first_frame"}
+    assert "repeat_first_frame" in proc.stdout and (out / "model.ckpt").is_file()
+    winner = pd.read_csv(smoke / "trials.csv").iloc[0]
+    assert summary["trial_id"] == str(winner.trial_id)
+    seeds = summary["seeds"]  # --seeds 2: mean and std over two retrainings
+    assert seeds["n"] == 2 and len(seeds["val_psnr"]) == 2 and seeds["val_psnr"][0] == summary["val_psnr"]
+    assert seeds["std"] == pytest.approx(np.std(seeds["val_psnr"], ddof=1))
+    assert "over 2 seeds" in proc.stdout
+
+
+def test_run_best_errors_are_one_line(smoke, tmp_path):
+    proc = run_best("--experiment", tmp_path / "missing")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'missing'}: experiment folder does not exist"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(smoke / "search.yaml", empty / "search.yaml")
+    proc = run_best("--experiment", empty)
+    assert proc.returncode == 2 and "no trial finished an epoch" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_best("--experiment", smoke, "--data", tmp_path / "gone")
+    assert proc.returncode == 2 and "the search's dataset is gone" in proc.stderr
+    proc = run_best("--storage", tmp_path / "nowhere")
+    assert proc.returncode == 2 and "no experiment folder here" in proc.stderr
