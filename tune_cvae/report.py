@@ -84,9 +84,13 @@ def summary(table, metric):
                          "std": grouped.std()}).reset_index()
 
 
+def _fmt(v):
+    return "" if math.isnan(v) else f"{v:.3f}"
+
+
 def _markdown(df):
     def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        return _fmt(v) if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
@@ -103,8 +107,8 @@ def write(exp_dir):
                                        f"## By KL-annealing type ({metric})\n\n{_markdown(by_type)}\n")
     (exp_dir / "trials.html").write_text(
         f"<html><head><meta charset='utf-8'><title>{exp_dir.name}</title></head><body>"
-        f"<h1>Trials of {exp_dir.name}</h1>{table.to_html(index=False, float_format='%.3f', na_rep='')}"
-        f"<h2>By KL-annealing type ({metric})</h2>{by_type.to_html(index=False, float_format='%.3f')}"
+        f"<h1>Trials of {exp_dir.name}</h1>{table.to_html(index=False, float_format=_fmt, na_rep='')}"
+        f"<h2>By KL-annealing type ({metric})</h2>{by_type.to_html(index=False, float_format=_fmt, na_rep='')}"
         f"</body></html>\n")
     return table
 
@@ -116,7 +120,7 @@ def console(table, metric, top=10):
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         return (f"top {min(top, len(table))} of {len(table)} trials by {metric}:\n"
                 + table[cols].head(top).to_string(index=False, float_format=lambda v: f"{v:.3f}")
-                + "\n\nby KL-annealing type:\n" + summary(table, metric).to_string(index=False))
+                + "\n\nby KL-annealing type:\n" + summary(table, metric).to_string(index=False, float_format=_fmt))
 
 
 def main(argv=None):
@@ -147,14 +151,15 @@ def newest_experiment(storage):
 
 def winner(exp_dir):
     """(search.yaml contents, the winning trial's row, its folder): the best trial by the space's metric,
-    errored and NaN trials ignored."""
+    errored trials and trials that went NaN ignored."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise UserError(f"{exp_dir}: experiment folder does not exist")
     table = collect(exp_dir)
     search = yaml.safe_load((exp_dir / SEARCH_FILE).read_text())
     metric = search["space"]["metric"]
-    usable = table[(table["status"] != "errored") & table[f"best_{metric}"].notna()] if not table.empty else table
+    usable = table[table["status"].isin(["finished", "stopped early"]) & table[f"best_{metric}"].notna()] \
+        if not table.empty else table
     if usable.empty:
         raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric}")
     row = usable.iloc[0]
