@@ -91,3 +91,13 @@ def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path):
 def test_resume_without_a_search_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no search to resume"):
         search.run(None, resume=True, name="nothing", storage=tmp_path)
+
+
+def test_local_gpu_over_request_fails_before_reading_data(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--gpus", "4", "--data",
+                           str(tmp_path / "not_read"), "--storage", str(tmp_path / "rr")], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and not (tmp_path / "rr").exists()
+    assert proc.stderr.strip() == "error: --gpus 4: this machine has 0 GPU(s) visible to torch; use --gpus 0 " \
+                                  "(0 trains on CPUs)"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import ray
+import torch
 import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -97,6 +98,11 @@ def run(space_name, data=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, sa
         if exp_dir.exists():
             raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
         data_root = resolve_data(data)
+    if not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized()):
+        local_gpus = torch.cuda.device_count()  # a local run fails here already, before decoding anything
+        if gpus > local_gpus:
+            raise UserError(f"--gpus {gpus:g}: this machine has {local_gpus} GPU(s) visible to torch; "
+                            f"use --gpus {local_gpus} (0 trains on CPUs)")
     dataset = lab4.load(data_root)  # every split checked and decoded once, before Ray or any trial starts
     check_data(make_config(space.trial_config({})), dataset)
     say(f"data: {dataset.root} ({dataset.train_img.shape[0]} train frames, {dataset.val_img.shape[0]} val frames, "
