@@ -9,6 +9,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
+import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -95,9 +96,10 @@ def test_resume_without_a_search_is_a_clear_error(tmp_path):
 
 def test_local_gpu_over_request_fails_before_reading_data(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--gpus", "4", "--data",
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--gpus", "64", "--data",
                            str(tmp_path / "not_read"), "--storage", str(tmp_path / "rr")], capture_output=True,
                           text=True, env=env, timeout=300)
     assert proc.returncode == 2 and not (tmp_path / "rr").exists()
-    assert proc.stderr.strip() == "error: --gpus 4: this machine has 0 GPU(s) visible to torch; use --gpus 0 " \
+    n = torch.cuda.device_count()
+    assert proc.stderr.strip() == f"error: --gpus 64: this machine has {n} GPU(s) visible to torch; use --gpus {n} " \
                                   "(0 trains on CPUs)"
