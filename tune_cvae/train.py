@@ -277,7 +277,6 @@ def _parser():
             p.add_argument(flag, choices=kind, default=default, help=help_)
         else:
             p.add_argument(flag, type=kind, default=default, help=help_)
-    p.add_argument("--optimizer", dest="optim", choices=["Adam", "AdamW"], help=argparse.SUPPRESS)
     return p
 
 
