@@ -282,6 +282,8 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.per_save < 1:
+        fail(f"--per_save {args.per_save}: must be at least 1")
     from tune_cvae.synthetic import resolve_data
     try:
         state = None
