@@ -200,14 +200,13 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     T, _, H, W = labels.shape
     frames = [first_frame]
     prev = first_frame.unsqueeze(0)
+    shape = (1, model.N_dim, H, W)
+    zero = torch.zeros(shape, device=labels.device)
     for start in range(1, T, chunk):
         label_feat = model.label_transformation(labels[start:start + chunk])
         for i in range(label_feat.shape[0]):
-            shape = (1, model.N_dim, H, W)
-            if infer_z == "zero":
-                z = torch.zeros(shape, device=labels.device)
-            else:
-                z = torch.randn(shape, generator=generator, device="cpu").to(labels.device)
+            # prior noise comes from a CPU generator so a seed gives the same z on every device
+            z = zero if infer_z == "zero" else torch.randn(shape, generator=generator).to(labels.device)
             prev = model.generate(model.frame_transformation(prev), label_feat[i:i + 1], z)
             frames.append(prev[0])
     return torch.stack(frames)
