@@ -6,6 +6,11 @@ class UserError(Exception):
     """A mistake in what the user gave us (data, flags, a space): shown as one line, exit status 2."""
 
 
+def say(msg):
+    """Progress and status lines go to stderr, so stdout keeps only results (e.g. the train CLI's JSON line)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def fail(err):
     """Print a user error as one line and exit 2 (never a traceback for the user's mistakes)."""
     print(f"error: {err}", file=sys.stderr)

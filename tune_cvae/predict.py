@@ -9,7 +9,6 @@ import json
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -18,7 +17,7 @@ import pandas as pd
 import torch
 import yaml
 
-from tune_cvae import UserError, fail, report
+from tune_cvae import UserError, fail, report, say
 from tune_cvae import data as lab4
 from tune_cvae.data import IMG_H, IMG_W, TEST_LEN, load_video
 from tune_cvae.model import rollout
@@ -28,9 +27,6 @@ PIXELS = 3 * IMG_H * IMG_W  # 6144 values per frame, C, H, W order
 SCORED = slice(1, 601)      # the leaderboard scores frames 1..600 of each video
 PUBLIC_VIDEOS = 3           # videos 0-2 public, the rest private
 
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def predict_tests(model, data, infer_z="zero", seed=0, device="cpu"):

@@ -18,6 +18,11 @@ from tune_cvae import UserError, fail
 SEARCH_FILE = "search.yaml"
 
 
+def read_search(exp_dir):
+    """search.yaml of an experiment folder: the space, the data folder, the seed and trial resources."""
+    return yaml.safe_load((Path(exp_dir) / SEARCH_FILE).read_text())
+
+
 def _results(trial_dir):
     rows = []
     path = trial_dir / "result.json"
@@ -37,8 +42,7 @@ def collect(exp_dir):
     exp_dir = Path(exp_dir)
     if not (exp_dir / SEARCH_FILE).is_file():
         raise UserError(f"{exp_dir}: not an experiment folder of run_search.py (no {SEARCH_FILE})")
-    search = yaml.safe_load((exp_dir / SEARCH_FILE).read_text())
-    space = search["space"]
+    space = read_search(exp_dir)["space"]
     metric, mode, max_epochs = space["metric"], space["mode"], space["max_epochs"]
     rows = []
     for params_file in sorted(exp_dir.glob("*/params.json")):
@@ -100,7 +104,7 @@ def write(exp_dir):
     """Write trials.csv, trials.md, trials.html into the experiment folder; returns the table."""
     exp_dir = Path(exp_dir)
     table = collect(exp_dir)
-    metric = yaml.safe_load((exp_dir / SEARCH_FILE).read_text())["space"]["metric"]
+    metric = read_search(exp_dir)["space"]["metric"]
     by_type = summary(table, metric) if not table.empty else pd.DataFrame()
     table.to_csv(exp_dir / "trials.csv", index=False)
     (exp_dir / "trials.md").write_text(f"# Trials of {exp_dir.name}\n\n{_markdown(table)}\n\n"
@@ -129,7 +133,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         table = write(args.experiment)
-        metric = yaml.safe_load((Path(args.experiment) / SEARCH_FILE).read_text())["space"]["metric"]
+        metric = read_search(args.experiment)["space"]["metric"]
     except UserError as e:
         fail(e)
     print(console(table, metric))
@@ -156,7 +160,7 @@ def winner(exp_dir):
     if not exp_dir.is_dir():
         raise UserError(f"{exp_dir}: experiment folder does not exist")
     table = collect(exp_dir)
-    search = yaml.safe_load((exp_dir / SEARCH_FILE).read_text())
+    search = read_search(exp_dir)
     metric = search["space"]["metric"]
     usable = table[table["status"].isin(["finished", "stopped early"]) & table[f"best_{metric}"].notna()] \
         if not table.empty else table

@@ -5,7 +5,6 @@ study (optuna.journal, for optuna-dashboard), search.yaml (what run_best.py and 
 """
 import math
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_cvae import UserError, report
+from tune_cvae import UserError, report, say
 from tune_cvae import data as lab4
 from tune_cvae import space as spaces
 from tune_cvae.synthetic import resolve_data
@@ -30,9 +29,6 @@ from tune_cvae.trainable import train_trial
 SEARCH_FILE = report.SEARCH_FILE
 DASHBOARD_PORT = 8265
 
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def start_ray(address=None, num_cpus=None, dashboard=True):
@@ -83,7 +79,7 @@ def run(space_name, data=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, sa
         exp_dir = storage / name
         if not (exp_dir / SEARCH_FILE).is_file() or not tune.Tuner.can_restore(str(exp_dir)):
             raise UserError(f"{exp_dir}: no search to resume there")
-        saved = yaml.safe_load((exp_dir / SEARCH_FILE).read_text())
+        saved = report.read_search(exp_dir)
         space = spaces.parse(saved["space"], saved["space_path"])
         data_root = Path(saved["data"])
     else:
