@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test venv
+.PHONY: demo test test-fast venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -16,5 +16,10 @@ demo: $(VENV)/.installed
 	$(PY) run_search.py --space demo.yaml
 	$(PY) run_best.py
 
+# the full suite (CI runs this)
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# the unit tests only, for the edit-test loop: no Ray cluster, no search, no long rollouts
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests

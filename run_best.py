@@ -16,7 +16,7 @@ def main(argv=None):
     p.add_argument("--experiment", default=None,
                    help="experiment folder of run_search.py (default: the newest under --storage)")
     p.add_argument("--storage", default="ray_results", help="where to look for the newest experiment")
-    p.add_argument("--data", default=None, help="dataset folder (default: the one the search used)")
+    p.add_argument("--data", dest="data_dir", metavar="DIR", default=None, help="dataset folder (default: the one the search used)")
     p.add_argument("--epochs", type=int, default=None, help="epochs to retrain (default: the space's max_epochs)")
     p.add_argument("--from-checkpoint", action="store_true",
                    help="continue from the winner's best checkpoint instead of retraining from scratch")
@@ -29,17 +29,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         fail("--seeds and --epochs must be at least 1")
-    from tune_cvae import predict
+    from tune_cvae.best import run_best
+    from tune_cvae.predict import format_score
     try:
-        out, summary = predict.run_best(args.experiment, args.storage, args.data, args.epochs, args.from_checkpoint,
-                                        args.infer_z, args.out, args.seeds, args.device)
+        out, summary = run_best(**vars(args))
     except UserError as e:
         fail(e)
     seeds = summary["seeds"]
     print(f"val_psnr {summary['val_psnr']:.2f} dB (frames 1..600: {summary['val_psnr_600']:.2f})"
           + (f"; over {seeds['n']} seeds {seeds['mean']:.2f} +- {seeds['std']:.2f} dB" if seeds["n"] > 1 else ""))
     if "score" in summary:
-        print(predict.format_score(summary["score"]))
+        print(format_score(summary["score"]))
     print(f"wrote {out}/: submission.csv, pred_seq<i>.gif, val_psnr_per_frame.csv/.png, config.yaml, "
           f"model.ckpt, summary.json")
     print(json.dumps({k: summary[k] for k in ("trial_id", "val_psnr", "val_psnr_600")}))

@@ -13,13 +13,14 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--space", default="kl_tfr.yaml",
                    help="search space: a file name in search_spaces/ (kl_tfr.yaml, demo.yaml, smoke.yaml) or a path")
-    p.add_argument("--data", default=None, help="LAB4-layout dataset folder (default: the built-in synthetic data)")
+    p.add_argument("--data", dest="data_dir", metavar="DIR", default=None,
+                   help="LAB4-layout dataset folder (default: the built-in synthetic data)")
     p.add_argument("--gpus", type=float, default=0, help="total GPUs the search may use (0 = train on CPUs)")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs each trial holds; fractions pack trials on a GPU (0.25 = 4 per GPU). "
                         "Default: 1 when --gpus > 0")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs each trial holds (its torch threads)")
-    p.add_argument("--cpus", type=int, default=None,
+    p.add_argument("--cpus", dest="num_cpus", metavar="N", type=int, default=None,
                    help="CPUs a local Ray session may use (default: all); ignored with --address")
     p.add_argument("--samples", type=int, default=None, help="number of trials (default: the space's num_samples)")
     p.add_argument("--max-epochs", type=int, default=None,
@@ -40,9 +41,7 @@ def main(argv=None):
         fail(f"--gpus {args.gpus:g}: must be >= 0")
     from tune_cvae import search  # after parsing: --help stays fast and Ray-free
     try:
-        search.run(args.space, args.data, args.gpus, args.gpus_per_trial, args.cpus_per_trial, args.samples,
-                   args.max_epochs, args.name, args.storage, args.address, args.resume, args.seed, args.cpus,
-                   args.dashboard)
+        search.run(args.space, **{k: v for k, v in vars(args).items() if k != "space"})
     except UserError as e:
         fail(e)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_lab4
-from tune_cvae import data as lab4
+from helpers import write_lab4
+from tune_cvae.data import load_dataset
 from tune_cvae.data import DataError
 
 
@@ -20,12 +20,12 @@ def root(tmp_path):
 
 def error_of(root):
     with pytest.raises(DataError) as exc:
-        lab4.load(root, progress=False)
+        load_dataset(root, progress=False)
     return str(exc.value)
 
 
 def test_loads_any_size_into_uint8_32x64(tmp_path):
-    data = lab4.load(write_lab4(tmp_path / "d", size=(120, 50), n_train=40, n_val=5, n_test=2), progress=False)
+    data = load_dataset(write_lab4(tmp_path / "d", size=(120, 50), n_train=40, n_val=5, n_test=2), progress=False)
     assert data.train_img.shape == (40, 3, 32, 64) and data.train_img.dtype == torch.uint8
     assert data.val_label.shape == (5, 3, 32, 64)
     assert data.test_first.shape == (2, 3, 32, 64) and data.test_label.shape == (2, 630, 3, 32, 64)
@@ -36,7 +36,7 @@ def test_frames_sorted_by_number_not_string(root):
     folder = root / "train/train_img"
     for n in range(40):  # frame n is filled with grey level n, so order can be read back
         Image.new("RGB", (32, 16), (n, n, n)).save(folder / f"frame{n}.png")
-    data = lab4.load(root, progress=False)
+    data = load_dataset(root, progress=False)
     assert data.train_img[:, 0, 0, 0].tolist() == list(range(40))
 
 
@@ -44,7 +44,7 @@ def test_frames_sorted_by_number_not_string(root):
 def test_grayscale_palette_rgba_become_rgb(root, mode):
     rgb = Image.new("RGB", (64, 32), (200, 100, 50))
     rgb.convert(mode).save(root / "train/train_img/frame1.png")
-    data = lab4.load(root, progress=False)
+    data = load_dataset(root, progress=False)
     expected = np.asarray(rgb.convert(mode).convert("RGB")).transpose(2, 0, 1)
     assert torch.equal(data.train_img[1], torch.from_numpy(expected.copy()))
 
@@ -89,7 +89,7 @@ def test_bad_file_name(root, name):
 
 def test_hidden_files_are_ignored(root):
     (root / "train/train_img/.DS_Store").write_bytes(b"x")
-    assert lab4.load(root, progress=False).train_img.shape[0] == 40
+    assert load_dataset(root, progress=False).train_img.shape[0] == 40
 
 
 def test_test_video_without_630_poses(root):
@@ -110,19 +110,19 @@ def test_empty_split(root):
 
 
 def test_cache_skips_decoding_and_notices_changes(root, monkeypatch):
-    first = lab4.load(root, progress=False)
+    first = load_dataset(root, progress=False)
 
     def no_decode(path):
         raise AssertionError("decoded again although cached")
 
-    monkeypatch.setattr(lab4, "decode_png", no_decode)
-    second = lab4.load(root, progress=False)
+    monkeypatch.setattr("tune_cvae.data.decode_png", no_decode)
+    second = load_dataset(root, progress=False)
     assert torch.equal(first.train_img, second.train_img) and torch.equal(first.test_label, second.test_label)
     path = root / "train/train_img/frame0.png"
     Image.new("RGB", (32, 16), (1, 2, 3)).save(path)
     os.utime(path, ns=(1, 1))
     with pytest.raises(AssertionError, match="decoded again"):
-        lab4.load(root, progress=False)
+        load_dataset(root, progress=False)
 
 
 def test_cli_bad_data_is_one_line_exit_2(root):

@@ -59,6 +59,7 @@ def run_best(*args):
     return subprocess.run([sys.executable, "run_best.py", *map(str, args)], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_run_best_writes_a_valid_scored_submission(smoke, tmp_path):
     out = tmp_path / "best"
     proc = run_best("--experiment", smoke, "--epochs", 1, "--out", out, "--infer-z", "zero", "--seeds", 2)
@@ -84,6 +85,7 @@ def test_run_best_writes_a_valid_scored_submission(smoke, tmp_path):
     assert "over 2 seeds" in proc.stdout
 
 
+@pytest.mark.slow
 def test_run_best_errors_are_one_line(smoke, tmp_path):
     proc = run_best("--experiment", tmp_path / "missing")
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'missing'}: experiment folder does not exist"

@@ -2,15 +2,18 @@
 import json
 
 import pandas as pd
-import yaml
 
 from tune_cvae import report
+from tune_cvae.best import winner
+from tune_cvae.space import Search, parse, write_search
 
 
 def make_experiment(root):
-    space = {"metric": "val_psnr", "mode": "max", "max_epochs": 3,
-             "params": {"kl_anneal_type": {}, "kl_anneal_cycle": {}, "lr": {}}}
-    (root / "search.yaml").write_text(yaml.safe_dump({"space": space, "data": "/nowhere"}))
+    space = parse({"metric": "val_psnr", "mode": "max", "max_epochs": 3, "num_samples": 4, "params": {
+        "kl_anneal_type": {"type": "categorical", "choices": ["Cyclical", "Monotonic", "None"]},
+        "kl_anneal_cycle": {"type": "int", "low": 1, "high": 3, "when": {"kl_anneal_type": "Cyclical"}},
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}, "test.yaml")
+    write_search(root, Search(space, "/nowhere", 0, {"cpu": 1, "gpu": 0}))
     trials = {
         "a1": ({"kl_anneal_type": "None", "lr": 0.001, "num_epoch": 3}, [20.0, 21.0, 22.5], False),
         "b2": ({"kl_anneal_type": "Monotonic", "lr": 0.002, "num_epoch": 3}, [19.0], False),
@@ -46,5 +49,5 @@ def test_statuses_ranks_and_empty_conditional_cells(tmp_path):
 
 def test_winner_skips_errored_and_nan(tmp_path):
     exp = make_experiment(tmp_path)
-    _, row, trial_dir = report.winner(exp)
+    _, row, trial_dir = winner(exp)
     assert row["trial_id"] == "a1" and trial_dir.name == "trial_a1"  # c3 was better, then went NaN

@@ -2,7 +2,7 @@
 import pytest
 
 from tune_cvae.schedules import data_fraction, frange_cycle_linear, kl_beta, teacher_forcing_ratio
-from tune_cvae.train import make_config
+from tune_cvae.config import make_config
 
 
 def betas(n, **kw):

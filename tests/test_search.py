@@ -15,6 +15,8 @@ from optuna.storages.journal import JournalFileBackend
 
 from tune_cvae import UserError, search
 
+pytestmark = pytest.mark.slow  # every test here starts searches on a Ray cluster
+
 
 def trial_results(exp):
     return {d.name: [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line]

@@ -36,9 +36,9 @@ def with_change(path, value):
 
 def test_shipped_spaces_parse():
     for name in ("kl_tfr.yaml", "demo.yaml", "smoke"):
-        space = spaces.load(name)
+        space = spaces.load_space(name)
         assert space.num_samples >= 6 and space.params
-    main = spaces.load("kl_tfr.yaml")
+    main = spaces.load_space("kl_tfr.yaml")
     assert main.points_to_evaluate[0]["kl_anneal_type"] == "Cyclical"  # the template's default goes first
     assert {"lr", "kl_reduction", "kl_beta_max", "tfr_d_step"} <= set(main.params)
 
@@ -91,4 +91,4 @@ def test_cli_refuses_bad_space_with_one_line(tmp_path):
 
 def test_unknown_space_name_lists_the_builtin_ones():
     with pytest.raises(SpaceError, match="kl_tfr.yaml"):
-        spaces.load("no_such_space")
+        spaces.load_space("no_such_space")

@@ -6,14 +6,15 @@ import sys
 import pytest
 import torch
 
-from conftest import TINY
+from helpers import TINY
 from tune_cvae.model import psnr_per_frame
-from tune_cvae.train import ConfigError, load_checkpoint, make_config, save_checkpoint, train
+from tune_cvae.config import ConfigError, make_config
+from tune_cvae.train import load_checkpoint, save_checkpoint, train
 
 # what demo.yaml evaluates first: learns the built-in data within a few CPU minutes
 LEARNS = {**TINY, "batch_size": 4, "train_vi_len": 4, "partial": 1.0, "num_epoch": 4, "kl_anneal_type": "None",
           "tfr_sde": 1, "tfr_d_step": 0.5, "lr": 3e-3, "infer_z": "zero"}
-QUICK = {**TINY, "num_epoch": 2, "partial": 0.25, "tfr": 1.0, "tfr_sde": 1, "tfr_d_step": 1.0}
+QUICK = {**TINY, "num_epoch": 2, "partial": 0.15, "train_vi_len": 8, "tfr": 1.0, "tfr_sde": 1, "tfr_d_step": 1.0}
 
 
 def test_same_config_and_seed_give_the_same_metrics(short_val):
@@ -57,6 +58,7 @@ def test_bad_config_names_the_key(bad, key):
         make_config(bad)
 
 
+@pytest.mark.slow
 def test_short_run_beats_repeating_the_first_frame(builtin):
     """A few minutes of CPU training on the built-in data must already beat the trivial predictor over the
     full 630-frame validation rollout."""
@@ -66,6 +68,7 @@ def test_short_run_beats_repeating_the_first_frame(builtin):
     assert final["val_psnr"] > baseline + 0.5, (final["val_psnr"], baseline)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_final_metrics_as_its_last_line(builtin_root, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "tune_cvae.train", "--DR", str(builtin_root), "--save_root", str(tmp_path / "run"),

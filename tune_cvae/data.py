@@ -168,7 +168,7 @@ def _cache_key(root, entries):
     return h.hexdigest()[:32]
 
 
-def load(root, progress=True):
+def load_dataset(root, progress=True):
     """Validate a LAB4-layout folder completely, then decode it (or read the decoded cache)."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():

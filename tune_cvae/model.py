@@ -2,8 +2,6 @@
 
 Module names and default sizes follow the course template so that users' checkpoints and intuitions carry over.
 """
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -11,16 +11,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from tune_cvae import UserError, fail
-
-SEARCH_FILE = "search.yaml"
-
-
-def read_search(exp_dir):
-    """search.yaml of an experiment folder: the space, the data folder, the seed and trial resources."""
-    return yaml.safe_load((Path(exp_dir) / SEARCH_FILE).read_text())
+from tune_cvae.space import read_search
 
 
 def _results(trial_dir):
@@ -40,10 +33,8 @@ def _nan(x):
 def collect(exp_dir):
     """One row per trial, sorted by the space's metric (best value over its epochs), ranked from 1."""
     exp_dir = Path(exp_dir)
-    if not (exp_dir / SEARCH_FILE).is_file():
-        raise UserError(f"{exp_dir}: not an experiment folder of run_search.py (no {SEARCH_FILE})")
-    space = read_search(exp_dir)["space"]
-    metric, mode, max_epochs = space["metric"], space["mode"], space["max_epochs"]
+    space = read_search(exp_dir).space
+    metric, mode, max_epochs = space.metric, space.mode, space.max_epochs
     rows = []
     for params_file in sorted(exp_dir.glob("*/params.json")):
         trial_dir = params_file.parent
@@ -61,9 +52,9 @@ def collect(exp_dir):
         else:
             status = "stopped early"
         row = {"trial_id": last.get("trial_id", trial_dir.name.removeprefix("trial_")), "status": status}
-        for p in space["params"]:
+        for p in space.params:
             row[p] = config.get(p, "")  # empty where a condition excluded the parameter
-        if "kl_anneal_type" not in space["params"]:
+        if "kl_anneal_type" not in space.params:
             row["kl_anneal_type"] = config.get("kl_anneal_type", "Cyclical")
         best = (max(values) if mode == "max" else min(values)) if values else float("nan")
         row.update({"epochs": epochs, f"best_{metric}": best, f"last_{metric}": last.get(metric, float("nan")),
@@ -104,7 +95,7 @@ def write(exp_dir):
     """Write trials.csv, trials.md, trials.html into the experiment folder; returns the table."""
     exp_dir = Path(exp_dir)
     table = collect(exp_dir)
-    metric = read_search(exp_dir)["space"]["metric"]
+    metric = read_search(exp_dir).space.metric
     by_type = summary(table, metric) if not table.empty else pd.DataFrame()
     table.to_csv(exp_dir / "trials.csv", index=False)
     (exp_dir / "trials.md").write_text(f"# Trials of {exp_dir.name}\n\n{_markdown(table)}\n\n"
@@ -133,41 +124,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         table = write(args.experiment)
-        metric = read_search(args.experiment)["space"]["metric"]
+        metric = read_search(args.experiment).space.metric
     except UserError as e:
         fail(e)
     print(console(table, metric))
     print(f"\nwrote {Path(args.experiment) / 'trials.csv'}, trials.md, trials.html")
-
-
-if __name__ == "__main__":
-    main()
-
-
-def newest_experiment(storage):
-    """The most recently modified experiment folder (one with search.yaml) under `storage`."""
-    found = sorted(Path(storage).glob(f"*/{SEARCH_FILE}"), key=lambda p: p.parent.stat().st_mtime)
-    if not found:
-        raise UserError(f"{Path(storage).resolve()}: no experiment folder here; run run_search.py first "
-                        f"or pass --experiment DIR")
-    return found[-1].parent
-
-
-def winner(exp_dir):
-    """(search.yaml contents, the winning trial's row, its folder): the best trial by the space's metric,
-    errored trials and trials that went NaN ignored."""
-    exp_dir = Path(exp_dir)
-    if not exp_dir.is_dir():
-        raise UserError(f"{exp_dir}: experiment folder does not exist")
-    table = collect(exp_dir)
-    search = read_search(exp_dir)
-    metric = search["space"]["metric"]
-    usable = table[table["status"].isin(["finished", "stopped early"]) & table[f"best_{metric}"].notna()] \
-        if not table.empty else table
-    if usable.empty:
-        raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric}")
-    row = usable.iloc[0]
-    return search, row, exp_dir / row["trial_dir"]
 
 
 def plot_psnr(psnr, path, title):
@@ -187,3 +148,7 @@ def plot_psnr(psnr, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

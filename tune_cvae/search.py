@@ -12,7 +12,6 @@ from pathlib import Path
 import optuna
 import ray
 import torch
-import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray import tune
@@ -20,15 +19,14 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_cvae import UserError, report, say
-from tune_cvae import data as lab4
 from tune_cvae import space as spaces
-from tune_cvae.synthetic import resolve_data
-from tune_cvae.train import check_data, make_config
+from tune_cvae.config import make_config
+from tune_cvae.data import load_dataset
+from tune_cvae.synthetic import resolve_data_dir
+from tune_cvae.train import check_dataset
 from tune_cvae.trainable import train_trial
 
-SEARCH_FILE = report.SEARCH_FILE
 DASHBOARD_PORT = 8265
-
 
 
 def start_ray(address=None, num_cpus=None, dashboard=True):
@@ -68,63 +66,81 @@ def plan_resources(gpus, gpus_per_trial, cpus_per_trial, num_samples):
     return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, max(1, min(slots, num_samples))
 
 
-def run(space_name, data=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, samples=None, max_epochs=None,
-        name=None, storage="ray_results", address=None, resume=False, seed=0, num_cpus=None, dashboard=True,
-        verbose=1):
+def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, seed):
+    """(experiment folder, Search) of a new search; nothing is written yet."""
+    space = spaces.load_space(space_name)
+    if samples is not None:
+        space.num_samples = samples
+    if max_epochs is not None:
+        space.max_epochs = max_epochs
+        space.grace_period = min(space.grace_period, max_epochs)
+    name = name or f"{Path(space.path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp_dir = storage / name
+    if exp_dir.exists():
+        raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
+    return exp_dir, spaces.Search(space, str(resolve_data_dir(data_dir)), seed, {})
+
+
+def reopen_experiment(name, storage):
+    """(experiment folder, Search) of an interrupted search, to resume it."""
+    if not name:
+        raise UserError("--resume needs --name of the experiment to continue")
+    exp_dir = storage / name
+    if not (exp_dir / spaces.SEARCH_FILE).is_file() or not tune.Tuner.can_restore(str(exp_dir)):
+        raise UserError(f"{exp_dir}: no search to resume there")
+    return exp_dir, spaces.read_search(exp_dir)
+
+
+def check_local_gpus(gpus, address):
+    """A local search that asks for more GPUs than torch sees fails here, before any data is decoded."""
+    if address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return
+    local_gpus = torch.cuda.device_count()
+    if gpus > local_gpus:
+        raise UserError(f"--gpus {gpus:g}: this machine has {local_gpus} GPU(s) visible to torch; "
+                        f"use --gpus {local_gpus} (0 trains on CPUs)")
+
+
+def build_tuner(exp_dir, search, trainable, concurrent, resume, verbose):
+    """A Tuner restored from `exp_dir`, or a new one (TPE + ASHA) whose search.yaml is written now."""
+    if resume:
+        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    space = search.space
+    exp_dir.mkdir(parents=True)
+    spaces.write_search(exp_dir, search)
+    return tune.Tuner(trainable, tune_config=tune.TuneConfig(
+        search_alg=_searcher(space, exp_dir, search.seed), scheduler=_scheduler(space),
+        num_samples=space.num_samples, max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=verbose,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
+                                                    checkpoint_score_order=space.mode),
+            failure_config=tune.FailureConfig(max_failures=1)))
+
+
+def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, samples=None,
+        max_epochs=None, name=None, storage="ray_results", address=None, resume=False, seed=0, num_cpus=None,
+        dashboard=True, verbose=1):
     """The whole search; returns the experiment folder. UserError for anything the user can fix."""
     storage = Path(storage).expanduser().resolve()
     if resume:
-        if not name:
-            raise UserError("--resume needs --name of the experiment to continue")
-        exp_dir = storage / name
-        if not (exp_dir / SEARCH_FILE).is_file() or not tune.Tuner.can_restore(str(exp_dir)):
-            raise UserError(f"{exp_dir}: no search to resume there")
-        saved = report.read_search(exp_dir)
-        space = spaces.parse(saved["space"], saved["space_path"])
-        data_root = Path(saved["data"])
+        exp_dir, search = reopen_experiment(name, storage)
     else:
-        space = spaces.load(space_name)
-        if samples is not None:
-            space.num_samples = samples
-        if max_epochs is not None:
-            space.max_epochs = max_epochs
-            space.grace_period = min(space.grace_period, max_epochs)
-        name = name or f"{Path(space.path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        exp_dir = storage / name
-        if exp_dir.exists():
-            raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
-        data_root = resolve_data(data)
-    if not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized()):
-        local_gpus = torch.cuda.device_count()  # a local run fails here already, before decoding anything
-        if gpus > local_gpus:
-            raise UserError(f"--gpus {gpus:g}: this machine has {local_gpus} GPU(s) visible to torch; "
-                            f"use --gpus {local_gpus} (0 trains on CPUs)")
-    dataset = lab4.load(data_root)  # every split checked and decoded once, before Ray or any trial starts
-    check_data(make_config(space.trial_config({})), dataset)
+        exp_dir, search = new_experiment(space_name, data_dir, samples, max_epochs, name, storage, seed)
+    space = search.space
+    check_local_gpus(gpus, address)
+    dataset = load_dataset(search.data_dir)  # every split checked and decoded once, before Ray or any trial
+    check_dataset(make_config(space.trial_config({})), dataset)
     say(f"data: {dataset.root} ({dataset.train_img.shape[0]} train frames, {dataset.val_img.shape[0]} val frames, "
         f"{dataset.test_first.shape[0]} test videos)")
     start_ray(address, num_cpus, dashboard)
-    resources, concurrent = plan_resources(gpus, gpus_per_trial, cpus_per_trial, space.num_samples)
-    trainable = tune.with_resources(tune.with_parameters(train_trial, arrays=dataset.as_arrays()), resources)
+    search.resources, concurrent = plan_resources(gpus, gpus_per_trial, cpus_per_trial, space.num_samples)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, arrays=dataset.as_arrays()), search.resources)
     say(f"TensorBoard: tensorboard --logdir {exp_dir}")
     say(f"Optuna study: optuna-dashboard {exp_dir / 'optuna.journal'}")
-    if resume:
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        exp_dir.mkdir(parents=True)
-        (exp_dir / SEARCH_FILE).write_text(yaml.safe_dump({
-            "space_path": space.path, "space": _space_dict(space), "data": str(data_root), "seed": seed,
-            "resources": resources}, sort_keys=False))
-        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
-            search_alg=_searcher(space, exp_dir, name, seed), scheduler=_scheduler(space),
-            num_samples=space.num_samples, max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(
-                name=name, storage_path=str(storage), verbose=verbose,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
-                                                        checkpoint_score_order=space.mode),
-                failure_config=tune.FailureConfig(max_failures=1)))
+    tuner = build_tuner(exp_dir, search, trainable, concurrent, resume, verbose)
     say(f"search: {space.num_samples} trials of up to {space.max_epochs} epochs, {concurrent} at a time, "
-        f"{resources['cpu']:g} CPU + {resources['gpu']:g} GPU each; experiment folder {exp_dir}")
+        f"{search.resources['cpu']:g} CPU + {search.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
     tuner.fit()
     table = report.write(exp_dir)
     print(report.console(table, space.metric))
@@ -135,20 +151,13 @@ def _trial_dirname(trial):
     return f"trial_{trial.trial_id}"  # Ray's default packs every parameter into the folder name
 
 
-def _space_dict(space):
-    return {"metric": space.metric, "mode": space.mode, "num_samples": space.num_samples,
-            "max_epochs": space.max_epochs, "grace_period": space.grace_period,
-            "reduction_factor": space.reduction_factor, "fixed": space.fixed, "params": space.params,
-            "points_to_evaluate": space.points_to_evaluate}
-
-
-def _searcher(space, exp_dir, name, seed):
+def _searcher(space, exp_dir, seed):
     """TPE (seeded, multivariate), the study kept in a journal file in the experiment folder."""
     storage = JournalStorage(JournalFileBackend(str(exp_dir / "optuna.journal")))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
     return OptunaSearch(space=spaces.DefineByRun(space), metric=space.metric, mode=space.mode,
-                        points_to_evaluate=space.points_to_evaluate or None, study_name=name, storage=storage,
+                        points_to_evaluate=space.points_to_evaluate or None, study_name=exp_dir.name, storage=storage,
                         sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                                            n_startup_trials=min(10, max(2, space.num_samples // 3))))
 

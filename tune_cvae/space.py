@@ -17,15 +17,16 @@
 A parameter with `when` is suggested only when every named (earlier) parameter has the given value (or one of
 a list of values); otherwise it is absent from the trial's config and the run uses the default.
 """
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from tune_cvae import UserError
-from tune_cvae.train import OPTIONS, ConfigError, make_config
+from tune_cvae.config import OPTIONS, ConfigError, make_config
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SEARCH_FILE = "search.yaml"  # in an experiment folder: the space, the dataset folder, the seed, trial resources
 METRICS = {"val_psnr": "max", "val_psnr_600": "max", "loss": "min", "mse": "min"}
 TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
             "points_to_evaluate", "description"}
@@ -62,6 +63,33 @@ class Space:
         """The run config of a trial: fixed values, the suggestions, num_epoch = max_epochs."""
         return {**self.fixed, **suggested, "num_epoch": self.max_epochs}
 
+    def to_dict(self):
+        """The space as YAML can hold it (parse() of this dict gives the same Space back)."""
+        return {k: v for k, v in asdict(self).items() if k != "path"}
+
+
+@dataclass
+class Search:
+    """What an experiment folder's search.yaml records: written once by run_search, read by everything after."""
+    space: Space
+    data_dir: str
+    seed: int
+    resources: dict
+
+
+def write_search(exp_dir, search):
+    raw = {"space_path": search.space.path, "space": search.space.to_dict(), "data": search.data_dir,
+           "seed": search.seed, "resources": search.resources}
+    (Path(exp_dir) / SEARCH_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def read_search(exp_dir):
+    path = Path(exp_dir) / SEARCH_FILE
+    if not path.is_file():
+        raise UserError(f"{exp_dir}: not an experiment folder of run_search.py (no {SEARCH_FILE})")
+    raw = yaml.safe_load(path.read_text())
+    return Search(parse(raw["space"], raw["space_path"]), raw["data"], raw["seed"], raw["resources"])
+
 
 class DefineByRun:
     """Optuna define-by-run function over a Space (a class, not a closure, so Ray can pickle the searcher)."""
@@ -95,7 +123,7 @@ def resolve(name_or_path):
     raise SpaceError(f"{name_or_path}: no such space file (built-in spaces: {known})")
 
 
-def load(name_or_path):
+def load_space(name_or_path):
     path = resolve(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())

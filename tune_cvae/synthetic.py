@@ -11,14 +11,13 @@ import argparse
 import math
 import os
 import shutil
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tune_cvae import UserError, fail
+from tune_cvae import UserError, fail, say
 from tune_cvae.data import TEST_LEN, cache_root
 
 DEFAULT_TRAIN_FRAMES = 2400
@@ -155,7 +154,7 @@ def builtin_dir(train_frames=DEFAULT_TRAIN_FRAMES, seed=DEFAULT_SEED):
     """The built-in dataset's folder, generated on first use; says in one line (stderr) that it is used."""
     path = cache_root() / f"builtin-v{VERSION}-n{train_frames}-seed{seed}"
     if not path.is_dir():
-        print(f"no --data given: generating the built-in synthetic dataset into {path} (once)", file=sys.stderr)
+        say(f"no --data given: generating the built-in synthetic dataset into {path} (once)")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             generate(path, train_frames, seed)
@@ -163,12 +162,12 @@ def builtin_dir(train_frames=DEFAULT_TRAIN_FRAMES, seed=DEFAULT_SEED):
             if not path.is_dir():  # another process finished first: use its copy
                 raise
     else:
-        print(f"no --data given: using the built-in synthetic dataset at {path}", file=sys.stderr)
+        say(f"no --data given: using the built-in synthetic dataset at {path}")
     return path
 
 
-def resolve_data(path):
-    """--data as given, or the built-in dataset when it is absent."""
+def resolve_data_dir(path):
+    """--data as given, or the built-in dataset's folder when it is absent."""
     return Path(path).expanduser() if path else builtin_dir()
 
 

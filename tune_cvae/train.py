@@ -8,101 +8,20 @@ over frames 1..600, the leaderboard's window). The last stdout line is a JSON ob
 """
 import argparse
 import json
-import math
 import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
-from tune_cvae import UserError, fail
-from tune_cvae import data as lab4
+from tune_cvae import UserError, fail, say
+from tune_cvae.config import OPTIONS, make_config
+from tune_cvae.data import load_dataset
 from tune_cvae.model import model_from_config, psnr_per_frame, rollout, training_step
 from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio
-
-# key: (default = the template's value, allowed values or type, help)
-OPTIONS = {
-    "num_epoch": (70, int, "epochs to train (also the length the KL schedule is laid out over)"),
-    "batch_size": (2, int, "clips per optimiser step"),
-    "lr": (1e-3, float, "learning rate"),
-    "optim": ("Adam", ["Adam", "AdamW"], "optimiser"),
-    "weight_decay": (0.0, float, "weight decay (AdamW's decoupled form with AdamW)"),
-    "lr_scheduler": ("multistep", ["multistep", "cosine", "none"], "LR schedule, stepped per epoch"),
-    "milestones": ([2, 5], list, "epochs at which multistep multiplies the LR by gamma"),
-    "gamma": (0.1, float, "multistep's factor"),
-    "grad_clip": (1.0, float, "max gradient norm (0 = no clipping)"),
-    "kl_anneal_type": ("Cyclical", ["Cyclical", "Monotonic", "None"], "KL annealing schedule"),
-    "kl_anneal_cycle": (10, int, "number of Cyclical ramps over num_epoch"),
-    "kl_anneal_ratio": (1.0, float, "fraction of each cycle spent ramping up"),
-    "kl_beta_max": (1.0, float, "ceiling of beta (the schedule's `stop`)"),
-    "kl_reduction": ("sum_batch", ["sum_batch", "mean"], "KL as the template (sum / batch) or per-element mean"),
-    "tfr": (1.0, float, "initial teacher-forcing ratio"),
-    "tfr_sde": (10, int, "epoch from which the teacher-forcing ratio decays"),
-    "tfr_d_step": (0.1, float, "decay of the teacher-forcing ratio per epoch"),
-    "train_vi_len": (16, int, "frames per training clip"),
-    "partial": (1.0, float, "fraction of the training list used"),
-    "fast_train": (False, bool, "use fast_partial of the data for the first fast_train_epoch epochs"),
-    "fast_partial": (0.4, float, "data fraction while fast training"),
-    "fast_train_epoch": (5, int, "epochs of fast training"),
-    "F_dim": (128, int, "frame feature channels"),
-    "L_dim": (32, int, "pose feature channels"),
-    "N_dim": (12, int, "latent channels"),
-    "D_out_dim": (192, int, "Decoder_Fusion output channels"),
-    "output_activation": ("sigmoid", ["sigmoid", "clamp", "none"], "what maps the Generator's output to [0, 1]"),
-    "infer_z": ("prior", ["prior", "zero"], "z during validation rollouts: drawn from N(0, I), or its mean 0"),
-    "shuffle": (True, bool, "shuffle the clips each epoch"),
-    "seed": (1, int, "random seed (same config + seed = same metrics on the same machine)"),
-}
-DEFAULTS = {k: v[0] for k, v in OPTIONS.items()}
-POSITIVE = {"num_epoch", "batch_size", "lr", "F_dim", "L_dim", "N_dim", "D_out_dim", "kl_anneal_cycle",
-            "kl_anneal_ratio", "partial", "fast_partial"}
-FRACTIONS = {"partial", "fast_partial", "kl_anneal_ratio"}
-
-
-class ConfigError(UserError):
-    pass
-
-
-def make_config(overrides=None):
-    """DEFAULTS updated with `overrides`, checked: every run (CLI, trial, retraining) goes through here."""
-    config = dict(DEFAULTS)
-    for key, value in (overrides or {}).items():
-        if key not in OPTIONS:
-            raise ConfigError(f"unknown config key {key!r} (known: {', '.join(OPTIONS)})")
-        config[key] = value
-    for key, (_, kind, _) in OPTIONS.items():
-        config[key] = _check(key, config[key], kind)
-    if config["F_dim"] % 8 or config["L_dim"] % 2 or config["D_out_dim"] % 8 or (config["F_dim"] + config["L_dim"] + config["N_dim"]) % 4:
-        raise ConfigError("F_dim and D_out_dim must be multiples of 8, L_dim even, F_dim+L_dim+N_dim a multiple of 4")
-    if config["train_vi_len"] < 2:
-        raise ConfigError(f"train_vi_len={config['train_vi_len']}: must be >= 2")
-    return config
-
-
-def _check(key, value, kind):
-    if isinstance(kind, list):
-        if value not in kind:
-            raise ConfigError(f"{key}={value!r}: must be one of {kind}")
-        return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if kind is list and not (isinstance(value, list) and all(isinstance(v, int) for v in value)):
-        raise ConfigError(f"{key}={value!r}: must be a list of integers")
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{key}={value!r}: must be {kind.__name__}")
-    if kind in (int, float) and not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"{key}={value!r}: must be a finite number >= 0")
-    if key in POSITIVE and value <= 0:
-        raise ConfigError(f"{key}={value!r}: must be > 0")
-    if key in FRACTIONS and value > 1:
-        raise ConfigError(f"{key}={value!r}: must be in (0, 1]")
-    return value
 
 
 def _optimizer(model, config):
@@ -129,22 +48,22 @@ def pick_device(name="auto"):
 STRIP_FRAMES = (1, 10, 50, 150, 300, 600)
 
 
-def validate(model, data, config, epoch):
+def validate(model, dataset, config, epoch):
     """Roll out the validation video from its first frame. Returns the PSNR of each frame 1..T-1 (float frames
     in [0, 1]) and an image strip (3, 2H, kW): predicted frames on top, true frames below."""
     gen = torch.Generator().manual_seed(config["seed"] * 100003 + epoch)  # own RNG: training's is untouched
-    true = data.val_img.float() / 255
-    pred = rollout(model, true[0], data.val_label.float() / 255, config["infer_z"], gen)
+    true = dataset.val_img.float() / 255
+    pred = rollout(model, true[0], dataset.val_label.float() / 255, config["infer_z"], gen)
     picks = [i for i in STRIP_FRAMES if i < len(true)]
     strip = torch.cat([torch.cat(list(pred[picks]), dim=2), torch.cat(list(true[picks]), dim=2)], dim=1)
     return psnr_per_frame(pred[1:], true[1:]).cpu(), strip.clamp(0, 1).cpu()
 
 
-def check_data(config, data):
+def check_dataset(config, dataset):
     """Enough training clips for one batch in every epoch of this config? (before any work is spent)"""
     fraction = min(data_fraction(0, config), config["partial"])
-    if len(data.clip_starts(config["train_vi_len"], fraction)) < config["batch_size"]:
-        raise UserError(f"{data.root}: {data.train_img.shape[0]} training frames give fewer than batch_size="
+    if len(dataset.clip_starts(config["train_vi_len"], fraction)) < config["batch_size"]:
+        raise UserError(f"{dataset.root}: {dataset.train_img.shape[0]} training frames give fewer than batch_size="
                         f"{config['batch_size']} clips of train_vi_len={config['train_vi_len']} frames at a data "
                         f"fraction of {fraction}")
 
@@ -152,10 +71,10 @@ def check_data(config, data):
 class Run:
     """Model, optimiser, LR schedule and RNGs of one run; `epoch` is the number of epochs finished."""
 
-    def __init__(self, config, data, device="cpu"):
+    def __init__(self, config, dataset, device="cpu"):
         self.config, self.device = make_config(config), torch.device(device)
-        check_data(self.config, data)
-        self.data = data.to(self.device)
+        check_dataset(self.config, dataset)
+        self.dataset = dataset.to(self.device)
         torch.manual_seed(self.config["seed"])
         self.model = model_from_config(self.config).to(self.device)
         self.opt = _optimizer(self.model, self.config)
@@ -163,6 +82,7 @@ class Run:
         self.rng = random.Random(self.config["seed"])          # the per-epoch teacher-forcing draw
         self.shuffle_gen = torch.Generator().manual_seed(self.config["seed"])
         self.epoch, self.history = 0, []
+        self.val_strip = None  # the last validation's image strip (predicted over true frames)
 
     def state(self):
         """Everything needed to continue exactly where this run is."""
@@ -188,7 +108,7 @@ class Run:
         c, e = self.config, self.epoch
         teacher_forcing = self.rng.random() < teacher_forcing_ratio(e, c)
         beta = kl_beta(e, c)
-        starts = self.data.clip_starts(c["train_vi_len"], data_fraction(e, c))
+        starts = self.dataset.clip_starts(c["train_vi_len"], data_fraction(e, c))
         if c["shuffle"]:
             starts = starts[torch.randperm(len(starts), generator=self.shuffle_gen)]
         n_batches = len(starts) // c["batch_size"]  # drop_last, as the template
@@ -201,8 +121,8 @@ class Run:
                    unit="batch", file=sys.stderr)
         for b in bar:
             idx = (starts[b * c["batch_size"]:(b + 1) * c["batch_size"], None] + offsets).to(self.device)
-            img = self.data.train_img[idx].float() / 255
-            label = self.data.train_label[idx].float() / 255
+            img = self.dataset.train_img[idx].float() / 255
+            label = self.dataset.train_label[idx].float() / 255
             loss, mse, kl = training_step(self.model, img, label, beta, teacher_forcing, c["kl_reduction"])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {e + 1}: loss became {loss.item()}")
@@ -216,7 +136,7 @@ class Run:
             bar.set_postfix(loss=f"{loss.item():.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
         train_s = time.perf_counter() - t0
         self.sched.step()
-        psnr, self.val_strip = validate(self.model, self.data, c, e)
+        psnr, self.val_strip = validate(self.model, self.dataset, c, e)
         self.epoch += 1
         metrics = {"epoch": self.epoch, **{k: v / max(n_batches, 1) for k, v in sums.items()},
                    "beta": beta, "tfr": teacher_forcing_ratio(e, c), "teacher_forcing": teacher_forcing, "lr": lr,
@@ -227,10 +147,10 @@ class Run:
         return metrics
 
 
-def train(config, data, device="cpu", state=None, on_epoch=None, progress=False):
+def train(config, dataset, device="cpu", state=None, on_epoch=None, progress=False):
     """Train to config['num_epoch'] (continuing from `state` if given); `on_epoch(metrics, run)` after each
     epoch. Returns (final metrics, with `diverged` set when the loss stopped being finite; the Run)."""
-    run = Run(config, data, device)
+    run = Run(config, dataset, device)
     if state is not None:
         run.load_state(state)
     metrics = {}
@@ -240,7 +160,7 @@ def train(config, data, device="cpu", state=None, on_epoch=None, progress=False)
         try:
             metrics = run.train_epoch(progress)
         except FloatingPointError as err:
-            print(f"diverged: {err}", file=sys.stderr)
+            say(f"diverged: {err}")
             return {**(run.history[-1] if run.history else {}), "val_psnr": float("nan"),
                     "val_psnr_600": float("nan"), "diverged": True, "epoch": run.epoch}, run
         epochs.update(1)
@@ -252,15 +172,10 @@ def train(config, data, device="cpu", state=None, on_epoch=None, progress=False)
     return {**metrics, "diverged": False, "best_val_psnr": best}, run
 
 
-def set_threads(n):
-    """Torch intra-op threads (a trial gets as many as the CPUs it holds)."""
-    torch.set_num_threads(max(1, int(n)))
-
-
 def _parser():
     p = argparse.ArgumentParser(prog="python -m tune_cvae.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--DR", "--data", dest="data", default=None,
+    p.add_argument("--DR", "--data", dest="data_dir", metavar="DIR", default=None,
                    help="LAB4-layout dataset folder (default: the built-in synthetic dataset)")
     p.add_argument("--save_root", default="runs/train", help="folder for checkpoints, metrics.jsonl, config.yaml")
     p.add_argument("--ckpt_path", default=None,
@@ -284,17 +199,17 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.per_save < 1:
         fail(f"--per_save {args.per_save}: must be at least 1")
-    from tune_cvae.synthetic import resolve_data
+    from tune_cvae.synthetic import resolve_data_dir
     try:
         state = None
         if args.ckpt_path:
             state = load_checkpoint(args.ckpt_path)
             config = state["config"]
-            print(f"resuming {args.ckpt_path} at epoch {state['epoch']} with its saved config", file=sys.stderr)
+            say(f"resuming {args.ckpt_path} at epoch {state['epoch']} with its saved config")
         else:
             config = make_config({k: getattr(args, k) for k in OPTIONS})
         device = pick_device(args.device)
-        data = lab4.load(resolve_data(args.data))
+        dataset = load_dataset(resolve_data_dir(args.data_dir))
         save_root = Path(args.save_root)
         save_root.mkdir(parents=True, exist_ok=True)
         (save_root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -306,7 +221,7 @@ def main(argv=None):
             if run.epoch % args.per_save == 0:
                 save_checkpoint(run.state(), save_root / f"epoch={run.epoch}.ckpt")
 
-        final, _ = train(config, data, device, state, save, progress=True)
+        final, _ = train(config, dataset, device, state, save, progress=True)
     except UserError as e:
         fail(e)
     print(json.dumps(final))

@@ -9,7 +9,7 @@ from ray import tune
 from tensorboardX import SummaryWriter
 
 from tune_cvae.data import Lab4Data
-from tune_cvae.train import OPTIONS, load_checkpoint, save_checkpoint, set_threads, train
+from tune_cvae.train import load_checkpoint, save_checkpoint, train
 
 TB_SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s")
 STATE_FILE = "state.pt"
@@ -21,13 +21,17 @@ def _resources():
     return sum(b.get("CPU", 0) for b in bundles), sum(b.get("GPU", 0) for b in bundles)
 
 
+def set_threads(cpus):
+    """Torch intra-op threads = the CPUs the trial holds, so packed trials do not oversubscribe the cores."""
+    torch.set_num_threads(max(1, int(cpus)))
+
+
 def train_trial(config, arrays):
     """One trial: `arrays` is the dataset decoded once on the driver and shared through the object store."""
     cpus, gpus = _resources()
     set_threads(cpus or 1)
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
-    data = Lab4Data.from_arrays(arrays)
-    run_config = {k: v for k, v in config.items() if k in OPTIONS}
+    dataset = Lab4Data.from_arrays(arrays)
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint:
@@ -46,7 +50,7 @@ def train_trial(config, arrays):
             tune.report({**metrics, "node_id": node, "device": device},
                         checkpoint=tune.Checkpoint.from_directory(d))
 
-    final, _ = train(run_config, data, device, state, report)
+    final, _ = train(config, dataset, device, state, report)
     if final.get("diverged"):  # a NaN result: ASHA and Optuna see it as a failed configuration
         tune.report({**final, "epoch": final["epoch"] + 1, "node_id": node, "device": device})
     writer.close()

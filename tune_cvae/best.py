@@ -1,0 +1,133 @@
+"""run_best's pipeline: pick the winner of a search, retrain it, validate, predict the test videos, write the
+submission and its evidence. Each step is one function; `run_best` calls them in order.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from tune_cvae import UserError, say
+from tune_cvae.config import make_config
+from tune_cvae.data import load_dataset
+from tune_cvae.predict import predict_tests, score, write_gifs, write_submission
+from tune_cvae.report import collect, plot_psnr
+from tune_cvae.space import SEARCH_FILE, read_search
+from tune_cvae.train import load_checkpoint, pick_device, save_checkpoint, train, validate
+
+
+def newest_experiment(storage):
+    """The most recently modified experiment folder (one with search.yaml) under `storage`."""
+    found = sorted(Path(storage).glob(f"*/{SEARCH_FILE}"), key=lambda p: p.parent.stat().st_mtime)
+    if not found:
+        raise UserError(f"{Path(storage).resolve()}: no experiment folder here; run run_search.py first "
+                        f"or pass --experiment DIR")
+    return found[-1].parent
+
+
+def winner(exp_dir):
+    """(the experiment's Search, the winning trial's row, its folder): the best trial by the space's metric,
+    errored trials and trials that went NaN ignored."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise UserError(f"{exp_dir}: experiment folder does not exist")
+    search = read_search(exp_dir)
+    table = collect(exp_dir)
+    metric = search.space.metric
+    usable = table[table["status"].isin(["finished", "stopped early"]) & table[f"best_{metric}"].notna()] \
+        if not table.empty else table
+    if usable.empty:
+        raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric}")
+    row = usable.iloc[0]
+    return search, row, exp_dir / row["trial_dir"]
+
+
+def best_checkpoint(trial_dir, metric, mode):
+    """The state of the trial's checkpoint with the best metric (Ray keeps at most two)."""
+    states = [load_checkpoint(p) for p in sorted(Path(trial_dir).glob("checkpoint_*/state.pt"))]
+    if not states:
+        raise UserError(f"{trial_dir}: the winning trial has no checkpoint")
+    pick = max if mode == "max" else min
+    return pick(states, key=lambda s: s["history"][-1][metric])
+
+
+def retrain(config, dataset, device, seeds, state=None):
+    """Train `config` with seeds seed, seed+1, ...; returns (final metrics of each, the first seed's Run)."""
+    finals, first = [], None
+    for k in range(seeds):
+        cfg = {**config, "seed": config["seed"] + k}
+        say(f"retraining with seed {cfg['seed']} ({k + 1}/{seeds}) for {cfg['num_epoch']} epochs on {device}")
+        final, run = train(cfg, dataset, device, state if k == 0 else None, progress=True)
+        if final.get("diverged"):
+            raise UserError(f"the winner's configuration diverged when retrained with seed {cfg['seed']}")
+        finals.append(final)
+        first = first or run
+    return finals, first
+
+
+def write_validation(out, run, title):
+    """The last epoch's validation rollout again, kept per frame (CSV + plot); returns the PSNR per frame."""
+    psnr, _ = validate(run.model, run.dataset, run.config, run.epoch - 1)
+    pd.DataFrame({"frame": range(1, len(psnr) + 1), "psnr": psnr.numpy()}).to_csv(
+        out / "val_psnr_per_frame.csv", index=False)
+    plot_psnr(psnr.tolist(), out / "val_psnr_per_frame.png", title)
+    return psnr
+
+
+def write_predictions(out, run, infer_z, device):
+    """The test videos' rollouts as submission.csv (checked) and GIFs; the run's config and checkpoint beside."""
+    videos = predict_tests(run.model, run.dataset, infer_z, run.config["seed"], device)
+    write_submission(out / "submission.csv", videos)
+    write_gifs(out, videos)
+    (out / "config.yaml").write_text(yaml.safe_dump(run.config, sort_keys=False))
+    save_checkpoint(run.state(), out / "model.ckpt")
+
+
+def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None, from_checkpoint=False,
+             infer_z=None, out=None, seeds=1, device="auto"):
+    """Pick the winner of a search, retrain it (or continue its best checkpoint), validate, predict the test
+    videos and write the submission and its evidence into `out` (default EXPERIMENT/best)."""
+    exp = Path(experiment) if experiment else newest_experiment(storage)
+    search, row, trial_dir = winner(exp)
+    space = search.space
+    params = json.loads((trial_dir / "params.json").read_text())
+    config = make_config(params)
+    searched = {p: params[p] for p in space.params if p in params}
+    say(f"winner: trial {row['trial_id']} of {exp.name}, best {space.metric} "
+        f"{row['best_' + space.metric]:.3f} after {row['epochs']} of {space.max_epochs} epochs")
+    say(f"        searched values: {json.dumps(searched)}")
+    data_root = Path(data_dir or search.data_dir)
+    if not data_root.is_dir():
+        raise UserError(f"{data_root}: the search's dataset is gone; pass --data with its new location")
+    dataset = load_dataset(data_root)
+    config["num_epoch"] = epochs or config["num_epoch"]
+    state = None
+    if from_checkpoint:
+        state = best_checkpoint(trial_dir, space.metric, space.mode)
+        config["num_epoch"] = max(config["num_epoch"], state["epoch"])
+        say(f"continuing the winner's best checkpoint (epoch {state['epoch']}) to epoch {config['num_epoch']}")
+    device = pick_device(device)
+    out = Path(out) if out else exp / "best"
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    finals, run = retrain(config, dataset, device, seeds, state)
+    psnr = write_validation(tmp, run, f"validation PSNR per frame, trial {row['trial_id']} retrained")
+    z = infer_z or run.config["infer_z"]
+    write_predictions(tmp, run, z, device)
+    values = [f["val_psnr"] for f in finals]
+    summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]), "searched": searched,
+               "epochs": run.config["num_epoch"], "infer_z": z, "val_psnr": float(psnr.mean()),
+               "val_psnr_600": float(psnr[:600].mean()),
+               "seeds": {"n": seeds, "val_psnr": values, "mean": float(np.mean(values)),
+                         "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0}}
+    truth = data_root / "test_truth"
+    if truth.is_dir():
+        summary["score"] = score(tmp / "submission.csv", truth)
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out, summary
