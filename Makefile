@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt
 # the demo search on the built-in data (8 trials, small model), then the winner's retraining and submission
 demo: $(VENV)/.installed
 	$(PY) run_search.py --space demo.yaml
-	$(PY) run_best.py
+	$(PY) run_best.py --epochs 8
 
 # the full suite (CI runs this)
 test: $(VENV)/.installed

@@ -17,7 +17,10 @@ def main(argv=None):
                    help="experiment folder of run_search.py (default: the newest under --storage)")
     p.add_argument("--storage", default="ray_results", help="where to look for the newest experiment")
     p.add_argument("--data", dest="data_dir", metavar="DIR", default=None, help="dataset folder (default: the one the search used)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs to retrain (default: the space's max_epochs)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs to retrain (default: the space's max_epochs); the KL, teacher-forcing and LR "
+                        "schedules are laid out over this length. The submission uses the epoch with the best "
+                        "validation PSNR")
     p.add_argument("--from-checkpoint", action="store_true",
                    help="continue from the winner's best checkpoint instead of retraining from scratch")
     p.add_argument("--infer-z", choices=["prior", "zero"], default=None,
@@ -36,7 +39,8 @@ def main(argv=None):
     except UserError as e:
         fail(e)
     seeds = summary["seeds"]
-    print(f"val_psnr {summary['val_psnr']:.2f} dB (frames 1..600: {summary['val_psnr_600']:.2f})"
+    print(f"val_psnr {summary['val_psnr']:.2f} dB (frames 1..600: {summary['val_psnr_600']:.2f}), "
+          f"weights of epoch {summary['submitted_epoch']} of {summary['epochs']}"
           + (f"; over {seeds['n']} seeds {seeds['mean']:.2f} +- {seeds['std']:.2f} dB" if seeds["n"] > 1 else ""))
     if "score" in summary:
         print(format_score(summary["score"]))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tune_cvae.model import CVAE, kl_divergence, psnr_per_frame, rollout, training_step
+from tune_cvae.model import CVAE, frame_step, kl_divergence, psnr_per_frame, rollout, training_step
 
 
 def test_template_sizes_have_about_1_6_million_parameters():
@@ -19,7 +19,7 @@ def test_modules_keep_the_32x64_resolution():
     z, mu, logvar = model.Gaussian_Predictor(frame_feat, label_feat)
     assert frame_feat.shape == (2, 32, 32, 64) and label_feat.shape == (2, 8, 32, 64)
     assert z.shape == mu.shape == logvar.shape == (2, 4, 32, 64)
-    out = model.generate(frame_feat, label_feat, z)
+    out = model.generate(frame_feat, label_feat, z, torch.rand(2, 3, 32, 64))
     assert out.shape == (2, 3, 32, 64) and 0 <= out.min() and out.max() <= 1
 
 
@@ -58,3 +58,29 @@ def test_psnr_is_computed_per_frame():
     true = torch.zeros(2, 3, 4, 4)
     pred = torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.01)])
     assert psnr_per_frame(pred, true).tolist() == pytest.approx([20.0, 40.0], abs=1e-3)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "clamp"])
+def test_a_new_residual_model_repeats_the_previous_frame(activation):
+    model = CVAE(32, 8, 4, 32, output_activation=activation, output="residual")
+    prev = torch.rand(2, 3, 32, 64) * 0.9 + 0.05
+    feats = model.frame_transformation(prev), model.label_transformation(torch.rand(2, 3, 32, 64))
+    out = model.generate(*feats, torch.zeros(2, 4, 32, 64), prev)
+    assert torch.allclose(out, prev, atol=1e-5)
+
+
+def test_logvar_clamp_bounds_the_posterior_log_variance():
+    model = CVAE(32, 8, 4, 32, logvar_clamp=0.5)
+    with torch.no_grad():
+        model.Gaussian_Predictor[-1].bias.fill_(30.0)  # a runaway log-variance
+    _, _, logvar = model.Gaussian_Predictor(torch.rand(1, 32, 32, 64), torch.rand(1, 8, 32, 64))
+    assert logvar.max().item() == 0.5
+
+
+def test_frame_step_loss_is_mse_plus_beta_kl_of_one_frame():
+    torch.manual_seed(0)
+    model = CVAE(32, 8, 4, 32)
+    prev, img, label = torch.rand(2, 3, 32, 64), torch.rand(2, 3, 32, 64), torch.rand(2, 3, 32, 64)
+    loss, mse, kl, pred = frame_step(model, prev, img, label, 0.25, "mean")
+    assert pred.shape == img.shape and mse.item() == pytest.approx(((pred - img) ** 2).mean().item(), rel=1e-5)
+    assert loss.item() == pytest.approx(mse.item() + 0.25 * kl.item(), rel=1e-5)

@@ -57,6 +57,26 @@ def test_tensorboard_logs_and_optuna_study_in_the_experiment_folder(smoke):
     assert len(study.trials) == len(pd.read_csv(smoke / "trials.csv"))
 
 
+def test_optuna_study_tells_what_asha_did(smoke):
+    """Stopped trials are PRUNED with their learning curve, finished ones COMPLETE with the value trials.csv
+    ranks by; each Optuna trial names its Ray trial, so optuna-dashboard and trials.csv agree."""
+    study = optuna.load_study(study_name="smoke", storage=JournalStorage(JournalFileBackend(
+        str(smoke / "optuna.journal"))))
+    assert study.metric_names == ["val_psnr"]
+    table = pd.read_csv(smoke / "trials.csv").set_index("trial_id")
+    states = {}
+    for t in study.trials:
+        row = table.loc[t.user_attrs["ray_trial_id"]]
+        states[t.state] = states.get(t.state, 0) + 1
+        assert sorted(t.intermediate_values) == list(range(1, row.epochs + 1))
+        assert max(t.intermediate_values.values()) == pytest.approx(row.best_val_psnr)
+        if row.status == "finished":
+            assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(row.best_val_psnr)
+        else:
+            assert row.status == "stopped early" and t.state == optuna.trial.TrialState.PRUNED
+    assert states[optuna.trial.TrialState.PRUNED] >= 1 and states[optuna.trial.TrialState.COMPLETE] >= 1
+
+
 def test_gpu_over_request_fails_before_any_trial(ray_cluster, builtin_root, tmp_path):
     with pytest.raises(UserError, match="--gpus 4: Ray sees 0 GPU"):
         search.plan_resources(4, None, 1, 6)

@@ -1,5 +1,6 @@
 """One training run: determinism, checkpoint-resume equivalence, the CLI's JSON line, quality vs a baseline."""
 import json
+import math
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import torch
 from helpers import TINY
 from tune_cvae.model import psnr_per_frame
 from tune_cvae.config import ConfigError, make_config
-from tune_cvae.train import load_checkpoint, save_checkpoint, train
+from tune_cvae.train import load_checkpoint, make_lr_scheduler, save_checkpoint, train
 
 # what demo.yaml evaluates first: learns the built-in data within a few CPU minutes
 LEARNS = {**TINY, "batch_size": 4, "train_vi_len": 4, "partial": 1.0, "num_epoch": 4, "kl_anneal_type": "None",
@@ -80,3 +81,23 @@ def test_cli_prints_the_final_metrics_as_its_last_line(builtin_root, tmp_path):
     assert (tmp_path / "run/last.ckpt").is_file() and (tmp_path / "run/config.yaml").is_file()
     state = torch.load(tmp_path / "run/last.ckpt", weights_only=False)
     assert state["epoch"] == 1 and state["config"]["F_dim"] == 32
+
+
+def test_optim_step_frame_steps_after_every_predicted_frame(short_val):
+    config = {**QUICK, "num_epoch": 1, "optim_step": "frame"}
+    final, run = train(config, short_val)
+    n_batches = len(short_val.clip_starts(config["train_vi_len"], config["partial"])) // config["batch_size"]
+    steps = {int(s["step"]) for s in run.opt.state.values()}
+    assert steps == {n_batches * (config["train_vi_len"] - 1)} and math.isfinite(final["loss"])
+
+
+def test_multistep_scaled_divides_the_lr_at_half_and_three_quarters():
+    config = make_config({"num_epoch": 8, "lr": 1e-3, "lr_scheduler": "multistep_scaled", "gamma": 0.1})
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=config["lr"])
+    sched = make_lr_scheduler(opt, config)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1e-3] * 4 + [1e-4] * 2 + [1e-5] * 2)

@@ -2,19 +2,21 @@
 submission and its evidence. Each step is one function; `run_best` calls them in order.
 """
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 from tune_cvae import UserError, say
 from tune_cvae.config import make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.predict import predict_tests, score, write_gifs, write_submission
-from tune_cvae.report import collect, plot_psnr
+from tune_cvae.report import collect, plot_psnr, trial_results
 from tune_cvae.space import SEARCH_FILE, read_search
 from tune_cvae.train import load_checkpoint, pick_device, save_checkpoint, train, validate
 
@@ -55,35 +57,72 @@ def best_checkpoint(trial_dir, metric, mode):
 
 
 def retrain(config, dataset, device, seeds, state=None):
-    """Train `config` with seeds seed, seed+1, ...; returns (final metrics of each, the first seed's Run)."""
-    finals, first = [], None
+    """Train `config` with seeds seed, seed+1, ...; returns (best val_psnr of each seed, the first seed's Run,
+    {epoch, val_psnr, model}: the first seed's best epoch by val_psnr and its weights, which are submitted)."""
+    bests, first, kept = [], None, {}
+
+    def keep_best(metrics, run):
+        if metrics["val_psnr"] > kept.get("val_psnr", -math.inf):
+            kept.update(val_psnr=metrics["val_psnr"], epoch=metrics["epoch"],
+                        model={k: v.detach().clone() for k, v in run.model.state_dict().items()})
+
     for k in range(seeds):
         cfg = {**config, "seed": config["seed"] + k}
-        say(f"retraining with seed {cfg['seed']} ({k + 1}/{seeds}) for {cfg['num_epoch']} epochs on {device}")
-        final, run = train(cfg, dataset, device, state if k == 0 else None, progress=True)
+        say(f"retraining with seed {cfg['seed']} ({k + 1}/{seeds}) for {cfg['num_epoch']} epochs on {device}, "
+            f"{torch.get_num_threads()} torch thread(s)")
+        final, run = train(cfg, dataset, device, state if k == 0 else None, keep_best if k == 0 else None,
+                           progress=True)
         if final.get("diverged"):
             raise UserError(f"the winner's configuration diverged when retrained with seed {cfg['seed']}")
-        finals.append(final)
+        bests.append(final["best_val_psnr"])
         first = first or run
-    return finals, first
+    if not kept:  # continued from a checkpoint already at its last epoch: its weights as they are
+        kept = {"val_psnr": first.history[-1]["val_psnr"], "epoch": first.epoch, "model": first.model.state_dict()}
+    first.model.load_state_dict(kept["model"])
+    return bests, first, kept
 
 
-def write_validation(out, run, title):
-    """The last epoch's validation rollout again, kept per frame (CSV + plot); returns the PSNR per frame."""
-    psnr, _ = validate(run.model, run.dataset, run.config, run.epoch - 1)
+def compare_with_trial(trial_dir, trial_config, run, metric):
+    """Print the trial's best val_psnr beside the retraining's at the same epoch; warn when they differ by more
+    than 0.3 dB although the run repeats the trial's schedule (same config, seed and thread count)."""
+    history = [r for r in trial_results(trial_dir) if isinstance(r.get("val_psnr"), float)]
+    if not history or not run.history:
+        return
+    best = max(history, key=lambda r: r["val_psnr"])
+    epoch = min(best["epoch"], len(run.history))
+    mine = run.history[epoch - 1]["val_psnr"]
+    say(f"trial's val_psnr at epoch {epoch}: {best['val_psnr']:.2f} dB; retrained: {mine:.2f} dB"
+        + ("" if metric == "val_psnr" else f" (the search ranked by {metric})"))
+    same_schedule = trial_config["num_epoch"] == run.config["num_epoch"] and epoch == best["epoch"]
+    if same_schedule and abs(mine - best["val_psnr"]) > 0.3:
+        say(f"warning: the retraining differs from the trial by {mine - best['val_psnr']:+.2f} dB with the same "
+            f"config and seed (other device or library version?)")
+
+
+def write_validation(out, run, epoch, title):
+    """The submitted weights' validation rollout (as validated after `epoch`), kept per frame (CSV + plot);
+    returns the PSNR per frame."""
+    psnr, _ = validate(run.model, run.dataset, run.config, epoch - 1)
     pd.DataFrame({"frame": range(1, len(psnr) + 1), "psnr": psnr.numpy()}).to_csv(
         out / "val_psnr_per_frame.csv", index=False)
     plot_psnr(psnr.tolist(), out / "val_psnr_per_frame.png", title)
     return psnr
 
 
-def write_predictions(out, run, infer_z, device):
-    """The test videos' rollouts as submission.csv (checked) and GIFs; the run's config and checkpoint beside."""
+def write_predictions(out, run, infer_z, device, epoch):
+    """The test videos' rollouts as submission.csv (checked) and GIFs; the config and the submitted weights
+    (model.ckpt: the run's state with the weights of `epoch`) beside them."""
     videos = predict_tests(run.model, run.dataset, infer_z, run.config["seed"], device)
     write_submission(out / "submission.csv", videos)
     write_gifs(out, videos)
     (out / "config.yaml").write_text(yaml.safe_dump(run.config, sort_keys=False))
-    save_checkpoint(run.state(), out / "model.ckpt")
+    save_checkpoint({**run.state(), "submitted_epoch": epoch}, out / "model.ckpt")
+
+
+def trial_threads(trial_dir, search):
+    """The torch thread count the trial trained with (same config + seed + threads = same numbers on a CPU)."""
+    results = trial_results(trial_dir)
+    return int(results[-1].get("threads") or search.resources.get("cpu") or 1) if results else 1
 
 
 def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None, from_checkpoint=False,
@@ -110,19 +149,23 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
         config["num_epoch"] = max(config["num_epoch"], state["epoch"])
         say(f"continuing the winner's best checkpoint (epoch {state['epoch']}) to epoch {config['num_epoch']}")
     device = pick_device(device)
+    torch.set_num_threads(trial_threads(trial_dir, search))
     out = Path(out) if out else exp / "best"
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    finals, run = retrain(config, dataset, device, seeds, state)
-    psnr = write_validation(tmp, run, f"validation PSNR per frame, trial {row['trial_id']} retrained")
+    values, run, kept = retrain(config, dataset, device, seeds, state)
+    if state is None:
+        compare_with_trial(trial_dir, params, run, space.metric)
+    say(f"submitting the weights of epoch {kept['epoch']} of {run.epoch} (the best val_psnr of the retraining)")
+    psnr = write_validation(tmp, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
+                                                     f"retrained, epoch {kept['epoch']}")
     z = infer_z or run.config["infer_z"]
-    write_predictions(tmp, run, z, device)
-    values = [f["val_psnr"] for f in finals]
+    write_predictions(tmp, run, z, device, kept["epoch"])
     summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]), "searched": searched,
-               "epochs": run.config["num_epoch"], "infer_z": z, "val_psnr": float(psnr.mean()),
-               "val_psnr_600": float(psnr[:600].mean()),
-               "seeds": {"n": seeds, "val_psnr": values, "mean": float(np.mean(values)),
+               "epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,
+               "val_psnr": float(psnr.mean()), "val_psnr_600": float(psnr[:600].mean()),
+               "seeds": {"n": seeds, "best_val_psnr": values, "mean": float(np.mean(values)),
                          "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0}}
     truth = data_root / "test_truth"
     if truth.is_dir():

@@ -68,9 +68,10 @@ class Label_Encoder(nn.Sequential):
 
 
 class Gaussian_Predictor(nn.Sequential):
-    """Posterior q(z | current frame features, pose features) -> (z, mu, logvar), each N_dim x H x W."""
+    """Posterior q(z | current frame features, pose features) -> (z, mu, logvar), each N_dim x H x W.
+    `logvar_clamp` > 0 bounds the log-variance to [-v, v] (an exp() of a runaway logvar is a common NaN source)."""
 
-    def __init__(self, in_chans, out_chans):
+    def __init__(self, in_chans, out_chans, logvar_clamp=0.0):
         super().__init__(
             ResidualBlock(in_chans, max(out_chans // 4, 1)),
             DepthConvBlock(max(out_chans // 4, 1), max(out_chans // 4, 1)),
@@ -80,6 +81,7 @@ class Gaussian_Predictor(nn.Sequential):
             nn.LeakyReLU(True),  # template quirk (identity), see Label_Encoder
             nn.Conv2d(out_chans, out_chans * 2, kernel_size=1),
         )
+        self.logvar_clamp = logvar_clamp
 
     @staticmethod
     def reparameterize(mu, logvar):
@@ -87,6 +89,8 @@ class Gaussian_Predictor(nn.Sequential):
 
     def forward(self, img, label):
         mu, logvar = super().forward(torch.cat([img, label], dim=1)).chunk(2, dim=1)
+        if self.logvar_clamp > 0:
+            logvar = logvar.clamp(-self.logvar_clamp, self.logvar_clamp)
         return self.reparameterize(mu, logvar), mu, logvar
 
 
@@ -120,29 +124,39 @@ class Generator(nn.Sequential):
 
 
 class CVAE(nn.Module):
-    """The five template modules plus the output activation the template lacks (sigmoid, clamp or none)."""
+    """The five template modules plus what the template lacks: an output activation (sigmoid, clamp or none)
+    and, optionally, a residual output (the Generator predicts the change from the previous frame, so a static
+    background costs nothing to keep)."""
 
-    def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid"):
+    def __init__(self, F_dim=128, L_dim=32, N_dim=12, D_out_dim=192, output_activation="sigmoid", output="frame",
+                 logvar_clamp=0.0):
         super().__init__()
         self.N_dim = N_dim
-        self.output_activation = output_activation
+        self.output_activation, self.output = output_activation, output
         self.frame_transformation = RGB_Encoder(3, F_dim)
         self.label_transformation = Label_Encoder(3, L_dim)
-        self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim)
+        self.Gaussian_Predictor = Gaussian_Predictor(F_dim + L_dim, N_dim, logvar_clamp)
         self.Decoder_Fusion = Decoder_Fusion(F_dim + L_dim + N_dim, D_out_dim)
         self.Generator = Generator(D_out_dim, 3)
+        if output == "residual":  # start as "repeat the previous frame": a random residual drifts over a rollout
+            nn.init.zeros_(self.Generator[-1].weight)
+            nn.init.zeros_(self.Generator[-1].bias)
 
-    def generate(self, frame_feat, label_feat, z):
+    def generate(self, frame_feat, label_feat, z, prev):
+        """The next frame from the previous frame's features, the pose features, z and the previous frame."""
         out = self.Generator(self.Decoder_Fusion(frame_feat, label_feat, z))
-        if self.output_activation == "sigmoid":
+        if self.output == "residual":
+            if self.output_activation == "sigmoid":  # a residual in logit space: out = 0 repeats `prev`
+                return torch.sigmoid(torch.logit(prev, eps=1e-3) + out)
+            out = prev + out
+        elif self.output_activation == "sigmoid":
             return torch.sigmoid(out)
-        if self.output_activation == "clamp":
-            return out.clamp(0, 1)
-        return out
+        return out.clamp(0, 1) if self.output_activation == "clamp" else out
 
 
 def model_from_config(config):
-    return CVAE(config["F_dim"], config["L_dim"], config["N_dim"], config["D_out_dim"], config["output_activation"])
+    return CVAE(config["F_dim"], config["L_dim"], config["N_dim"], config["D_out_dim"], config["output_activation"],
+                config["output"], config["logvar_clamp"])
 
 
 def kl_divergence(mu, logvar, reduction):
@@ -172,19 +186,31 @@ def training_step(model, img, label, beta, teacher_forcing, kl_reduction):
     z, mu, logvar = model.Gaussian_Predictor(_flat(frame_feat[:, 1:]), _flat(label_feat))
     z = z.unflatten(0, (B, T - 1))
     if teacher_forcing:
-        pred = model.generate(_flat(frame_feat[:, :-1]), _flat(label_feat), _flat(z)).unflatten(0, (B, T - 1))
+        pred = model.generate(_flat(frame_feat[:, :-1]), _flat(label_feat), _flat(z),
+                              _flat(img[:, :-1])).unflatten(0, (B, T - 1))
     else:
-        preds, prev_feat = [], frame_feat[:, 0]
+        preds, prev, prev_feat = [], img[:, 0], frame_feat[:, 0]
         for t in range(T - 1):
-            out = model.generate(prev_feat, label_feat[:, t], z[:, t])
-            preds.append(out)
+            prev = model.generate(prev_feat, label_feat[:, t], z[:, t], prev)
+            preds.append(prev)
+            prev = prev.detach()
             if t < T - 2:
-                prev_feat = model.frame_transformation(out.detach())
+                prev_feat = model.frame_transformation(prev)
         pred = torch.stack(preds, dim=1)
     mse = F.mse_loss(pred, img[:, 1:])
     # frames are flattened into the batch, so either reduction gives the mean over frames of the per-frame KL
     kl = kl_divergence(mu, logvar, kl_reduction)
     return mse + beta * kl, mse, kl
+
+
+def frame_step(model, prev, img, label, beta, kl_reduction):
+    """Loss of predicting one frame img (B, 3, H, W) from the previous one `prev` and its pose: the unit of
+    optim_step='frame' (an optimiser step after every predicted frame). Returns (loss, mse, kl, prediction)."""
+    label_feat = model.label_transformation(label)
+    z, mu, logvar = model.Gaussian_Predictor(model.frame_transformation(img), label_feat)
+    pred = model.generate(model.frame_transformation(prev), label_feat, z, prev)
+    mse, kl = F.mse_loss(pred, img), kl_divergence(mu, logvar, kl_reduction)
+    return mse + beta * kl, mse, kl, pred
 
 
 @torch.no_grad()
@@ -205,7 +231,7 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
         for i in range(label_feat.shape[0]):
             # prior noise comes from a CPU generator so a seed gives the same z on every device
             z = zero if infer_z == "zero" else torch.randn(shape, generator=generator).to(labels.device)
-            prev = model.generate(model.frame_transformation(prev), label_feat[i:i + 1], z)
+            prev = model.generate(model.frame_transformation(prev), label_feat[i:i + 1], z, prev)
             frames.append(prev[0])
     return torch.stack(frames)
 

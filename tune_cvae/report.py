@@ -16,9 +16,10 @@ from tune_cvae import UserError, fail
 from tune_cvae.space import read_search
 
 
-def _results(trial_dir):
+def trial_results(trial_dir):
+    """The results a trial reported, one dict per epoch (its result.json)."""
     rows = []
-    path = trial_dir / "result.json"
+    path = Path(trial_dir) / "result.json"
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
@@ -39,7 +40,7 @@ def collect(exp_dir):
     for params_file in sorted(exp_dir.glob("*/params.json")):
         trial_dir = params_file.parent
         config = json.loads(params_file.read_text())
-        results = _results(trial_dir)
+        results = trial_results(trial_dir)
         values = [r[metric] for r in results if metric in r and not _nan(r[metric])]
         last = results[-1] if results else {}
         epochs = int(last.get("epoch", 0)) if results else 0

@@ -1,10 +1,11 @@
-"""Builds and runs the Tuner: OptunaSearch (TPE) + ASHA over a YAML space, the dataset decoded once and shared.
+"""Builds and runs the Tuner: Optuna's TPE (ask/tell) + ASHA over a YAML space, the dataset decoded once and shared.
 
 The experiment folder (STORAGE/NAME) holds Ray's trial folders (checkpoints, TensorBoard events), the Optuna
 study (optuna.journal, for optuna-dashboard), search.yaml (what run_best.py and report.py need) and the tables.
 """
 import math
 import os
+import pickle
 import time
 import warnings
 from pathlib import Path
@@ -14,9 +15,10 @@ import ray
 import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from tune_cvae import UserError, report, say
 from tune_cvae import space as spaces
@@ -151,15 +153,66 @@ def _trial_dirname(trial):
     return f"trial_{trial.trial_id}"  # Ray's default packs every parameter into the folder name
 
 
+class AskTellSearcher(Searcher):
+    """TPE through Optuna's ask/tell, so that the study records what really happened: every epoch's metric is an
+    intermediate value (step = epoch), a trial ASHA stopped is PRUNED (TPE ranks it by its last step, below
+    finished trials), an errored or diverged trial is FAIL, and a finished trial's value is its best epoch's
+    metric, the quantity trials.csv and run_best.py rank by. Each Optuna trial carries its Ray trial id as the
+    user attribute `ray_trial_id`. (Ray's OptunaSearch tells an early-stopped trial as COMPLETE.)"""
+
+    def __init__(self, space, study):
+        super().__init__(metric=space.metric, mode=space.mode)
+        self.space, self.study = space, study
+        self.trials, self.values = {}, {}  # Ray trial id -> Optuna trial, its metric per epoch
+
+    def suggest(self, trial_id):
+        trial = self.study.ask()
+        trial.set_user_attr("ray_trial_id", trial_id)
+        constants = spaces.DefineByRun(self.space)(trial)
+        self.trials[trial_id], self.values[trial_id] = trial, []
+        return {**constants, **trial.params}
+
+    def on_trial_result(self, trial_id, result):
+        value = result.get(self.metric)
+        if trial_id in self.trials and isinstance(value, (int, float)) and math.isfinite(value):
+            self.trials[trial_id].report(value, step=int(result["epoch"]))
+            self.values[trial_id].append(value)
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        trial, values = self.trials.pop(trial_id, None), self.values.pop(trial_id, [])
+        if trial is None:
+            return
+        last = (result or {}).get(self.metric)
+        if error or not values or result.get("diverged") or not (isinstance(last, (int, float)) and math.isfinite(last)):
+            self.study.tell(trial, state=TrialState.FAIL)
+        elif result["epoch"] >= self.space.max_epochs:
+            self.study.tell(trial, max(values) if self.mode == "max" else min(values))
+        else:
+            self.study.tell(trial, state=TrialState.PRUNED)
+
+    def save(self, checkpoint_path):
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path):
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
 def _searcher(space, exp_dir, seed):
-    """TPE (seeded, multivariate), the study kept in a journal file in the experiment folder."""
+    """TPE (seeded, multivariate, constant liar for concurrent trials); the study kept in optuna.journal in the
+    experiment folder, named after it, its objective named after the metric; points_to_evaluate go first."""
     storage = JournalStorage(JournalFileBackend(str(exp_dir / "optuna.journal")))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
-    return OptunaSearch(space=spaces.DefineByRun(space), metric=space.metric, mode=space.mode,
-                        points_to_evaluate=space.points_to_evaluate or None, study_name=exp_dir.name, storage=storage,
-                        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                                           n_startup_trials=min(10, max(2, space.num_samples // 3))))
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group, constant_liar
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                         n_startup_trials=min(10, max(2, space.num_samples // 3)))
+    study = optuna.create_study(study_name=exp_dir.name, storage=storage, sampler=sampler,
+                                direction="maximize" if space.mode == "max" else "minimize")
+    study.set_metric_names([space.metric])
+    for point in space.points_to_evaluate:
+        study.enqueue_trial(point)
+    return AskTellSearcher(space, study)
 
 
 def _scheduler(space):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from tune_cvae import UserError, fail, say
 from tune_cvae.config import OPTIONS, make_config
 from tune_cvae.data import load_dataset
-from tune_cvae.model import model_from_config, psnr_per_frame, rollout, training_step
+from tune_cvae.model import frame_step, model_from_config, psnr_per_frame, rollout, training_step
 from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio
 
 
@@ -29,9 +29,11 @@ def _optimizer(model, config):
     return cls(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
 
 
-def _scheduler(opt, config):
-    if config["lr_scheduler"] == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=config["milestones"], gamma=config["gamma"])
+def make_lr_scheduler(opt, config):
+    if config["lr_scheduler"] in ("multistep", "multistep_scaled"):
+        n = config["num_epoch"]
+        milestones = config["milestones"] if config["lr_scheduler"] == "multistep" else [n // 2, (3 * n) // 4]
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=config["gamma"])
     if config["lr_scheduler"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config["num_epoch"])
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
@@ -78,7 +80,7 @@ class Run:
         torch.manual_seed(self.config["seed"])
         self.model = model_from_config(self.config).to(self.device)
         self.opt = _optimizer(self.model, self.config)
-        self.sched = _scheduler(self.opt, self.config)
+        self.sched = make_lr_scheduler(self.opt, self.config)
         self.rng = random.Random(self.config["seed"])          # the per-epoch teacher-forcing draw
         self.shuffle_gen = torch.Generator().manual_seed(self.config["seed"])
         self.epoch, self.history = 0, []
@@ -103,6 +105,32 @@ class Run:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.epoch, self.history = state["epoch"], list(state["history"])
 
+    def step(self, loss):
+        """One optimiser step on `loss` (the divergence check first, gradient clipping as configured)."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {self.epoch + 1}: loss became {loss.item()}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config["grad_clip"])
+        self.opt.step()
+
+    def train_batch(self, img, label, beta, teacher_forcing):
+        """Clips (B, T, 3, H, W) -> [(loss, mse, kl)] of each optimiser step: one per batch (optim_step 'clip'),
+        or one per predicted frame ('frame', fed the true or its own detached previous frame)."""
+        c = self.config
+        if c["optim_step"] == "clip":
+            losses = training_step(self.model, img, label, beta, teacher_forcing, c["kl_reduction"])
+            self.step(losses[0])
+            return [losses]
+        out, prev = [], img[:, 0]
+        for t in range(1, img.shape[1]):
+            loss, mse, kl, pred = frame_step(self.model, prev, img[:, t], label[:, t], beta, c["kl_reduction"])
+            self.step(loss)
+            out.append((loss, mse, kl))
+            prev = img[:, t] if teacher_forcing else pred.detach()
+        return out
+
     def train_epoch(self, progress=False):
         """One epoch of training then validation; returns (and records) its metrics."""
         c, e = self.config, self.epoch
@@ -114,7 +142,7 @@ class Run:
         n_batches = len(starts) // c["batch_size"]  # drop_last, as the template
         offsets = torch.arange(c["train_vi_len"])
         self.model.train()
-        sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
+        sums, n_steps = {"loss": 0.0, "mse": 0.0, "kl": 0.0}, 0
         lr = self.opt.param_groups[0]["lr"]
         t0 = time.perf_counter()
         bar = tqdm(range(n_batches), desc=f"epoch {e + 1}/{c['num_epoch']}", leave=False, disable=not progress,
@@ -123,26 +151,20 @@ class Run:
             idx = (starts[b * c["batch_size"]:(b + 1) * c["batch_size"], None] + offsets).to(self.device)
             img = self.dataset.train_img[idx].float() / 255
             label = self.dataset.train_label[idx].float() / 255
-            loss, mse, kl = training_step(self.model, img, label, beta, teacher_forcing, c["kl_reduction"])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {e + 1}: loss became {loss.item()}")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if c["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c["grad_clip"])
-            self.opt.step()
-            for k, v in (("loss", loss), ("mse", mse), ("kl", kl)):
-                sums[k] += v.item()
-            bar.set_postfix(loss=f"{loss.item():.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
+            for losses in self.train_batch(img, label, beta, teacher_forcing):
+                for k, v in zip(sums, losses):
+                    sums[k] += v.item()
+                n_steps += 1
+            bar.set_postfix(loss=f"{losses[0].item():.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
         train_s = time.perf_counter() - t0
         self.sched.step()
         psnr, self.val_strip = validate(self.model, self.dataset, c, e)
         self.epoch += 1
-        metrics = {"epoch": self.epoch, **{k: v / max(n_batches, 1) for k, v in sums.items()},
+        metrics = {"epoch": self.epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()},
                    "beta": beta, "tfr": teacher_forcing_ratio(e, c), "teacher_forcing": teacher_forcing, "lr": lr,
                    "val_psnr": psnr.mean().item(), "val_psnr_600": psnr[:600].mean().item(),
                    "train_frames_per_s": n_batches * c["batch_size"] * c["train_vi_len"] / max(train_s, 1e-9),
-                   "epoch_s": time.perf_counter() - t0}
+                   "epoch_s": time.perf_counter() - t0, "threads": torch.get_num_threads()}
         self.history.append(metrics)
         return metrics
 
