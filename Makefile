@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast venv
+.PHONY: demo test test-fast bench-quality venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -23,3 +23,8 @@ test: $(VENV)/.installed
 # the unit tests only, for the edit-test loop: no Ray cluster, no search, no long rollouts
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" tests
+
+# the demo's search and retraining on a dataset of another seed, against the default configuration at equal
+# budget and against repeating the first frame (about 30 minutes on 2 CPU cores; see docs/QUALITY.md)
+bench-quality: $(VENV)/.installed
+	$(PY) -m tune_cvae.bench quality

@@ -163,23 +163,26 @@ class AskTellSearcher(Searcher):
     def __init__(self, space, study):
         super().__init__(metric=space.metric, mode=space.mode)
         self.space, self.study = space, study
-        self.trials, self.values = {}, {}  # Ray trial id -> Optuna trial, its metric per epoch
+        self.trials, self.values = {}, {}  # Ray trial id -> Optuna trial, {epoch: metric}
 
     def suggest(self, trial_id):
         trial = self.study.ask()
         trial.set_user_attr("ray_trial_id", trial_id)
         constants = spaces.DefineByRun(self.space)(trial)
-        self.trials[trial_id], self.values[trial_id] = trial, []
+        self.trials[trial_id], self.values[trial_id] = trial, {}
         return {**constants, **trial.params}
 
     def on_trial_result(self, trial_id, result):
-        value = result.get(self.metric)
-        if trial_id in self.trials and isinstance(value, (int, float)) and math.isfinite(value):
-            self.trials[trial_id].report(value, step=int(result["epoch"]))
-            self.values[trial_id].append(value)
+        value, epoch = result.get(self.metric), int(result.get("epoch", 0))
+        if trial_id in self.trials and isinstance(value, (int, float)) and math.isfinite(value) \
+                and epoch not in self.values[trial_id]:
+            self.trials[trial_id].report(value, step=epoch)
+            self.values[trial_id][epoch] = value
 
     def on_trial_complete(self, trial_id, result=None, error=False):
-        trial, values = self.trials.pop(trial_id, None), self.values.pop(trial_id, [])
+        if result:  # Ray hands a trial's last result (the one ASHA stopped it on) only to this method
+            self.on_trial_result(trial_id, result)
+        trial, values = self.trials.pop(trial_id, None), list(self.values.pop(trial_id, {}).values())
         if trial is None:
             return
         last = (result or {}).get(self.metric)
