@@ -37,9 +37,9 @@ def train_default(space, dataset, epochs, out):
     """The space's first point (the template's default configuration) trained for `epochs`, its best epoch's
     weights scored like run_best's submission; returns (score dict, seconds)."""
     from tune_cvae.best import retrain
+    from tune_cvae.config import make_config
     from tune_cvae.predict import predict_tests, score, write_submission
-    config = space.trial_config(space.points_to_evaluate[0])
-    config["num_epoch"] = epochs
+    config = make_config({**space.trial_config(space.points_to_evaluate[0]), "num_epoch": epochs})
     t0 = time.perf_counter()
     _, run, _ = retrain(config, dataset, "cpu", 1)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,13 +57,17 @@ def quality(seed=7, out="bench_quality", train_frames=None):
         say(f"generating the built-in dataset with seed {seed} into {data_dir}")
         generate(data_dir, train_frames or DEFAULT_TRAIN_FRAMES, seed)
     exp = out / "ray_results" / "demo"
-    if exp.exists():
-        raise UserError(f"{exp}: already exists; pass another --out")
-    say("running the demo search (log: search.log)")
-    search_s = _run(["run_search.py", *DEMO_SEARCH, "--data", str(data_dir), "--storage", str(out / "ray_results"),
-                     "--name", "demo", "--no-dashboard"], out / "search.log")
-    say(f"search took {search_s:.0f} s; running run_best.py {' '.join(DEMO_BEST)} (log: best.log)")
-    best_s = _run(["run_best.py", "--experiment", str(exp), *DEMO_BEST], out / "best.log")
+    if (exp / "best" / "summary.json").is_file():  # an earlier run's search and retraining: only the rest
+        say(f"{exp}: reusing the finished search and run_best output (their durations are not measured again)")
+        search_s = best_s = float("nan")
+    else:
+        if exp.exists():
+            raise UserError(f"{exp}: an unfinished search is there; pass another --out")
+        say("running the demo search (log: search.log)")
+        search_s = _run(["run_search.py", *DEMO_SEARCH, "--data", str(data_dir), "--storage",
+                         str(out / "ray_results"), "--name", "demo", "--no-dashboard"], out / "search.log")
+        say(f"search took {search_s:.0f} s; running run_best.py {' '.join(DEMO_BEST)} (log: best.log)")
+        best_s = _run(["run_best.py", "--experiment", str(exp), *DEMO_BEST], out / "best.log")
     summary = json.loads((exp / "best" / "summary.json").read_text())
     epochs = int(pd.read_csv(exp / "trials.csv")["epochs"].sum()) + summary["epochs"]
     say(f"run_best took {best_s:.0f} s; training the default configuration for {epochs} epochs")
@@ -73,7 +77,7 @@ def quality(seed=7, out="bench_quality", train_frames=None):
             (f"default configuration, {epochs} epochs", default["submission"], default_s),
             ("repeat the first frame", default["repeat_first_frame"], 0.0)]
     table = pd.DataFrame([{"run": name, "score_dB": s["score"], "public_dB": s["public"],
-                           "private_dB": s.get("private", float("nan")), "wall_s": round(t)} for name, s, t in rows])
+                           "private_dB": s.get("private", float("nan")), "wall_s": t} for name, s, t in rows])
     table["vs_repeat_dB"] = table["score_dB"] - table["score_dB"].iloc[-1]
     (out / "quality.json").write_text(json.dumps({"seed": seed, "winner": summary, "default_epochs": epochs,
                                                   "table": table.to_dict("records")}, indent=2) + "\n")
@@ -95,7 +99,7 @@ def main(argv=None):
         table = quality(args.seed, args.out, args.train_frames)
     except UserError as e:
         fail(e)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
 
 
 if __name__ == "__main__":
