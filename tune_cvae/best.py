@@ -85,7 +85,8 @@ def retrain(config, dataset, device, seeds, state=None):
 def compare_with_trial(trial_dir, trial_config, run, metric):
     """Print the trial's best val_psnr beside the retraining's at the same epoch; warn when they differ by more
     than 0.3 dB although the run repeats the trial's schedule (same config, seed and thread count)."""
-    history = [r for r in trial_results(trial_dir) if isinstance(r.get("val_psnr"), float)]
+    history = [r for r in trial_results(trial_dir)
+               if isinstance(r.get("val_psnr"), float) and math.isfinite(r["val_psnr"])]
     if not history or not run.history:
         return
     best = max(history, key=lambda r: r["val_psnr"])

@@ -186,7 +186,8 @@ class AskTellSearcher(Searcher):
         if trial is None:
             return
         last = (result or {}).get(self.metric)
-        if error or not values or result.get("diverged") or not (isinstance(last, (int, float)) and math.isfinite(last)):
+        finite = isinstance(last, (int, float)) and math.isfinite(last)
+        if error or not values or not finite or result.get("diverged"):
             self.study.tell(trial, state=TrialState.FAIL)
         elif result["epoch"] >= self.space.max_epochs:
             self.study.tell(trial, max(values) if self.mode == "max" else min(values))
