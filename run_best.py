@@ -27,7 +27,8 @@ def main(argv=None):
                    help="z for the test rollouts: drawn from N(0, I) or its mean (default: the winner's infer_z)")
     p.add_argument("--seeds", type=int, default=1,
                    help="retrain with this many seeds and report mean and std of val_psnr (the first is submitted)")
-    p.add_argument("--out", default=None, help="output folder (default: EXPERIMENT/best)")
+    p.add_argument("--out", default=None, help="output folder (default: EXPERIMENT/best): new, empty, or an earlier "
+                                               "run_best.py output, which it replaces; any other folder is refused")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = p.parse_args(argv)
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):

@@ -1,8 +1,11 @@
-"""Helpers the tests share: a tiny model config and a writer of small LAB4-layout folders."""
+"""Helpers the tests share: a tiny model config, a writer of small LAB4-layout folders, a fake experiment."""
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from tune_cvae.space import Search, parse, write_search
 
 # small enough for CPU tests; bottleneck channels (F_dim/8 = 4) still carry colour
 TINY = {"F_dim": 32, "L_dim": 8, "N_dim": 4, "D_out_dim": 32, "batch_size": 2, "lr_scheduler": "none"}
@@ -25,4 +28,31 @@ def write_lab4(root, size=(16, 32), n_train=40, n_val=4, n_test=1, test_len=630,
         img(root / f"test/test_img/{v}/frame0.png")
         for i in range(test_len):
             img(root / f"test/test_label/{v}/frame{i}.png")
+    return root
+
+
+def make_experiment(root):
+    """An experiment folder as a search leaves it (search.yaml, trial folders with params and results), no Ray:
+    a1 finished, b2 stopped early, c3 went NaN after the best value, d4 errored."""
+    space = parse({"metric": "val_psnr", "mode": "max", "max_epochs": 3, "num_samples": 4, "params": {
+        "kl_anneal_type": {"type": "categorical", "choices": ["Cyclical", "Monotonic", "None"]},
+        "kl_anneal_cycle": {"type": "int", "low": 1, "high": 3, "when": {"kl_anneal_type": "Cyclical"}},
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}, "test.yaml")
+    root.mkdir(parents=True, exist_ok=True)
+    write_search(root, Search(space, "/nowhere", 0, {"cpu": 1, "gpu": 0}))
+    trials = {
+        "a1": ({"kl_anneal_type": "None", "lr": 0.001, "num_epoch": 3}, [20.0, 21.0, 22.5], False),
+        "b2": ({"kl_anneal_type": "Monotonic", "lr": 0.002, "num_epoch": 3}, [19.0], False),
+        "c3": ({"kl_anneal_type": "None", "lr": 0.003, "num_epoch": 3}, [23.0, float("nan")], False),
+        "d4": ({"kl_anneal_type": "Monotonic", "lr": 0.004, "num_epoch": 3}, [], True),
+    }
+    for tid, (config, psnrs, errored) in trials.items():
+        d = root / f"trial_{tid}"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps(config))
+        lines = [json.dumps({"trial_id": tid, "epoch": i + 1, "val_psnr": v, "val_psnr_600": v,
+                             "time_total_s": 10.0 * (i + 1)}) for i, v in enumerate(psnrs)]
+        (d / "result.json").write_text("\n".join(lines) + "\n")
+        if errored:
+            (d / "error.txt").write_text("boom")
     return root

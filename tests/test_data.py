@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 from helpers import write_lab4
-from tune_cvae.data import load_dataset
-from tune_cvae.data import DataError
+from tune_cvae.data import DataError, load_dataset, to_rgb8
 
 
 @pytest.fixture
@@ -47,6 +46,48 @@ def test_grayscale_palette_rgba_become_rgb(root, mode):
     data = load_dataset(root, progress=False)
     expected = np.asarray(rgb.convert(mode).convert("RGB")).transpose(2, 0, 1)
     assert torch.equal(data.train_img[1], torch.from_numpy(expected.copy()))
+
+
+REF = np.add.outer(np.arange(32) * 4, np.arange(64) * 2).astype(np.uint8)  # an 8-bit grey reference, 0..250
+
+
+def _in_mode(mode):
+    """REF as a PIL image of `mode`, holding the same grey levels at that mode's depth."""
+    if mode in ("I;16", "I;16B", "I;16L"):  # raw bytes in the mode's byte order (PIL's convert loses values)
+        order = ">u2" if mode == "I;16B" else "<u2"
+        return Image.frombytes(mode, (64, 32), (REF.astype(np.uint16) * 257).astype(order).tobytes())
+    if mode == "I":
+        return Image.fromarray(REF.astype(np.int32) * 257)
+    if mode == "F":
+        return Image.fromarray(REF.astype(np.float32))
+    if mode == "1":
+        return Image.fromarray(REF).point(lambda v: 255 * (v >= 128)).convert("1")
+    return Image.fromarray(REF).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F"])
+def test_every_mode_decodes_to_the_right_8_bit_rgb(mode):
+    im = _in_mode(mode)
+    assert im.mode == mode
+    expected = REF if mode != "1" else np.where(REF >= 128, 255, 0)
+    got = np.asarray(to_rgb8(im)).astype(int)
+    assert got.shape == (32, 64, 3) and np.abs(got - expected[..., None]).max() <= (1 if mode == "P" else 0)
+
+
+def test_a_16_bit_png_is_not_white(root):
+    Image.fromarray(REF.astype(np.uint16) * 257).save(root / "train/train_img/frame2.png")
+    with Image.open(root / "train/train_img/frame2.png") as im:
+        assert im.mode == "I;16"
+    data = load_dataset(root, progress=False)
+    assert torch.equal(data.train_img[2], torch.from_numpy(np.repeat(REF[None], 3, axis=0)))
+
+
+def test_tiny_or_squashed_images_warn_once(root, capsys):
+    Image.new("RGB", (1, 1)).save(root / "train/train_img/frame0.png")
+    Image.new("RGB", (3, 3)).save(root / "train/train_img/frame1.png")
+    load_dataset(root, progress=False)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "is 1x1" in warnings[0]
 
 
 def test_missing_split_folder(root):

@@ -79,7 +79,7 @@ def test_cli_prints_the_final_metrics_as_its_last_line(builtin_root, tmp_path):
     final = json.loads(proc.stdout.strip().splitlines()[-1])
     assert final["epoch"] == 1 and {"val_psnr", "val_psnr_600", "train_frames_per_s"} <= set(final)
     assert (tmp_path / "run/last.ckpt").is_file() and (tmp_path / "run/config.yaml").is_file()
-    state = torch.load(tmp_path / "run/last.ckpt", weights_only=False)
+    state = load_checkpoint(tmp_path / "run/last.ckpt")
     assert state["epoch"] == 1 and state["config"]["F_dim"] == 32
 
 

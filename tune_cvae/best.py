@@ -1,10 +1,12 @@
 """run_best's pipeline: pick the winner of a search, retrain it, validate, predict the test videos, write the
 submission and its evidence. Each step is one function; `run_best` calls them in order.
 """
+import contextlib
 import json
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,9 @@ from tune_cvae.predict import predict_tests, score, write_gifs, write_submission
 from tune_cvae.report import collect, plot_psnr, trial_results
 from tune_cvae.space import SEARCH_FILE, read_search
 from tune_cvae.train import load_checkpoint, pick_device, save_checkpoint, train, validate
+
+
+OUT_MARK = ".run_best"  # in every folder run_best.py writes: the only non-empty folders it replaces
 
 
 def newest_experiment(storage):
@@ -133,6 +138,8 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
     exp = Path(experiment) if experiment else newest_experiment(storage)
     search, row, trial_dir = winner(exp)
     space = search.space
+    out = Path(out) if out else exp / "best"
+    check_out(out)
     params = json.loads((trial_dir / "params.json").read_text())
     config = make_config(params)
     searched = {p: params[p] for p in space.params if p in params}
@@ -151,27 +158,49 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
         say(f"continuing the winner's best checkpoint (epoch {state['epoch']}) to epoch {config['num_epoch']}")
     device = pick_device(device)
     torch.set_num_threads(trial_threads(trial_dir, search))
-    out = Path(out) if out else exp / "best"
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    values, run, kept = retrain(config, dataset, device, seeds, state)
-    if state is None:
-        compare_with_trial(trial_dir, params, run, space.metric)
-    say(f"submitting the weights of epoch {kept['epoch']} of {run.epoch} (the best val_psnr of the retraining)")
-    psnr = write_validation(tmp, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
-                                                     f"retrained, epoch {kept['epoch']}")
-    z = infer_z or run.config["infer_z"]
-    write_predictions(tmp, run, z, device, kept["epoch"])
-    summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]), "searched": searched,
-               "epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,
-               "val_psnr": float(psnr.mean()), "val_psnr_600": float(psnr[:600].mean()),
-               "seeds": {"n": seeds, "best_val_psnr": values, "mean": float(np.mean(values)),
-                         "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0}}
-    truth = data_root / "test_truth"
-    if truth.is_dir():
-        summary["score"] = score(tmp / "submission.csv", truth)
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with staged_output(out) as tmp:
+        values, run, kept = retrain(config, dataset, device, seeds, state)
+        if state is None:
+            compare_with_trial(trial_dir, params, run, space.metric)
+        say(f"submitting the weights of epoch {kept['epoch']} of {run.epoch} (the best val_psnr of the retraining)")
+        psnr = write_validation(tmp, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
+                                                         f"retrained, epoch {kept['epoch']}")
+        z = infer_z or run.config["infer_z"]
+        write_predictions(tmp, run, z, device, kept["epoch"])
+        summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]), "searched": searched,
+                   "epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,
+                   "val_psnr": float(psnr.mean()), "val_psnr_600": float(psnr[:600].mean()),
+                   "seeds": {"n": seeds, "best_val_psnr": values, "mean": float(np.mean(values)),
+                             "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0}}
+        truth = data_root / "test_truth"
+        if truth.is_dir():
+            summary["score"] = score(tmp / "submission.csv", truth)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return out, summary
+
+
+def check_out(out):
+    """run_best replaces only what it wrote: an --out that holds anything without its mark is refused before
+    any work."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: --out is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / OUT_MARK).is_file():
+        raise UserError(f"{out}: holds files run_best.py did not write; pass an empty or new --out folder "
+                        f"(nothing was changed)")
+
+
+@contextlib.contextmanager
+def staged_output(out):
+    """A fresh hidden folder beside `out` to write into: on success it replaces `out` (marked as run_best's),
+    on any failure or Ctrl-C it is removed and `out` stays as it was."""
+    check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / OUT_MARK).write_text("written by run_best.py, which replaces this folder when run again\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    return out, summary

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from tune_cvae import UserError
+from tune_cvae import UserError, say
 
 IMG_H, IMG_W = 32, 64
 TEST_LEN = 630
@@ -137,25 +137,46 @@ def test_entries(root):
     return firsts, poses
 
 
+def to_rgb8(im):
+    """Any PIL mode -> 8-bit RGB. PIL's own convert clips 16- and 32-bit grey (I;16*, I: a 16-bit PNG) at 255,
+    which turns a whole frame white: those are scaled by 255/65535 instead; float grey (F) is read as 0..255."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im).astype(np.float64) * (255 / 65535)
+    elif im.mode == "F":
+        grey = np.asarray(im).astype(np.float64)
+    else:
+        return im.convert("RGB")
+    return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")
+
+
 def decode_png(path):
-    """One PNG -> uint8 (3, 32, 64): any mode converted to RGB, any size resized with antialiasing."""
+    """One PNG -> (uint8 (3, 32, 64), its size on disk (W, H)): any mode converted to 8-bit RGB, any size
+    resized with antialiasing."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            size = im.size
+            im = to_rgb8(im)
             if im.size != (IMG_W, IMG_H):
                 im = im.resize((IMG_W, IMG_H), Image.Resampling.BILINEAR)  # PIL's filters antialias when shrinking
-            return np.asarray(im).transpose(2, 0, 1)
+            return np.asarray(im).transpose(2, 0, 1), size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: unreadable or truncated PNG ({e})") from None
 
 
 def decode_all(paths, desc, progress=True):
-    """Decode many PNGs on a thread pool (PIL releases the GIL while inflating) with a progress bar."""
+    """Decode many PNGs on a thread pool (PIL releases the GIL while inflating) with a progress bar; warns once
+    when images are smaller than the model's 64x32 or not 2:1 (they are stretched to it)."""
     out = np.empty((len(paths), 3, IMG_H, IMG_W), dtype=np.uint8)
+    odd = None
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for i, arr in enumerate(tqdm(pool.map(decode_png, paths, chunksize=64), total=len(paths), desc=desc,
-                                     unit="png", disable=not progress, leave=False)):
+        for i, (arr, (w, h)) in enumerate(tqdm(pool.map(decode_png, paths, chunksize=64), total=len(paths),
+                                               desc=desc, unit="png", disable=not progress, leave=False)):
             out[i] = arr
+            if odd is None and (w < IMG_W or h < IMG_H or abs(w / h - IMG_W / IMG_H) > 0.05 * IMG_W / IMG_H):
+                odd = f"{paths[i]} is {w}x{h}"
+    if odd:
+        say(f"warning: {odd} (width x height): images are resized to {IMG_W}x{IMG_H}, so one smaller or not 2:1 "
+            f"is upscaled or stretched")
     return out
 
 

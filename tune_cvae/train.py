@@ -9,6 +9,7 @@ over frames 1..600, the leaderboard's window). The last stdout line is a JSON ob
 import argparse
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -88,19 +89,22 @@ class Run:
 
     def state(self):
         """Everything needed to continue exactly where this run is."""
-        return {"config": self.config, "epoch": self.epoch, "history": self.history,
+        return {"config": self.config, "data_dir": self.dataset.root, "epoch": self.epoch, "history": self.history,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng_python": self.rng.getstate(),
                 "rng_shuffle": self.shuffle_gen.get_state(), "rng_torch": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
     def load_state(self, state):
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
-        self.rng.setstate(state["rng_python"])
-        self.shuffle_gen.set_state(state["rng_shuffle"])
-        torch.set_rng_state(state["rng_torch"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.rng.setstate(tuple(state["rng_python"]))
+            self.shuffle_gen.set_state(state["rng_shuffle"])
+            torch.set_rng_state(state["rng_torch"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise UserError(f"the checkpoint does not fit its own config ({str(e).splitlines()[0][:160]})") from None
         if state["rng_cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.epoch, self.history = state["epoch"], list(state["history"])
@@ -227,11 +231,13 @@ def main(argv=None):
         if args.ckpt_path:
             state = load_checkpoint(args.ckpt_path)
             config = state["config"]
-            say(f"resuming {args.ckpt_path} at epoch {state['epoch']} with its saved config")
+            data_dir = resume_data_dir(state, args.data_dir)
+            say(f"resuming {args.ckpt_path} at epoch {state['epoch']} with its saved config, data {data_dir}")
         else:
             config = make_config({k: getattr(args, k) for k in OPTIONS})
+            data_dir = resolve_data_dir(args.data_dir)
         device = pick_device(args.device)
-        dataset = load_dataset(resolve_data_dir(args.data_dir))
+        dataset = load_dataset(data_dir)
         save_root = Path(args.save_root)
         save_root.mkdir(parents=True, exist_ok=True)
         (save_root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -249,6 +255,22 @@ def main(argv=None):
     print(json.dumps(final))
 
 
+def resume_data_dir(state, given):
+    """The dataset a resumed run continues on: the one its checkpoint trained on, unless --data names another
+    (a moved copy); a checkpoint from before data_dir was recorded demands --data."""
+    recorded = state.get("data_dir")
+    if given is not None:
+        given = Path(given).expanduser()
+        if recorded and Path(recorded).resolve() != given.resolve():
+            say(f"note: the checkpoint trained on {recorded}; continuing on {given} as --data says")
+        return given
+    if recorded is None:
+        raise UserError("the checkpoint does not record its dataset: pass --data DIR (the folder it trained on)")
+    if not Path(recorded).is_dir():
+        raise UserError(f"{recorded}: the checkpoint's dataset is gone; pass --data with its new location")
+    return recorded
+
+
 def save_checkpoint(state, path):
     """Atomic: a crash mid-write leaves the previous checkpoint intact."""
     path = Path(path)
@@ -257,12 +279,29 @@ def save_checkpoint(state, path):
     tmp.replace(path)
 
 
-def load_checkpoint(path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, KeyError) as e:
-        raise UserError(f"{path}: cannot read checkpoint ({e})") from None
+STATE_KEYS = ("config", "epoch", "history", "model", "optimizer", "scheduler", "rng_python", "rng_shuffle",
+              "rng_torch", "rng_cuda")
 
+
+def load_checkpoint(path):
+    """A checkpoint's state, loaded with weights_only=True: checkpoints travel between users, and a pickle that
+    would import anything beyond tensors and plain values (that is, could run code) is refused unread."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint does not exist") from None
+    except Exception as e:  # whatever the bytes are, the user gets one line, not the unpickler's traceback
+        unsafe = re.search(r"GLOBAL (\S+)", str(e))
+        if unsafe:
+            raise UserError(f"{path}: refused: loading it would call {unsafe.group(1)} (a checkpoint holds only "
+                            f"tensors and plain values)") from None
+        raise UserError(f"{path}: not a checkpoint ({type(e).__name__}: "
+                        f"{(str(e).strip().splitlines() or [''])[-1][:120]})") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UserError(f"{path}: not a tune_cvae checkpoint (no {', '.join(missing)})")
+    state["config"] = make_config(state["config"])
+    return state
 
 if __name__ == "__main__":
     main()
