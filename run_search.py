@@ -4,6 +4,7 @@ Optuna's TPE and ASHA.
     python run_search.py --space kl_tfr.yaml --gpus 4
 """
 import argparse
+import sys
 
 from tune_cvae import UserError, fail
 
@@ -44,6 +45,9 @@ def main(argv=None):
         search.run(args.space, **{k: v for k, v in vars(args).items() if k != "space"})
     except UserError as e:
         fail(e)
+    except search.Interrupted as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(130)  # the shell's code for "ended by Ctrl-C"
 
 
 if __name__ == "__main__":

@@ -174,3 +174,10 @@ def test_cli_bad_data_is_one_line_exit_2(root):
     assert proc.stderr.strip().splitlines() == [f"error: {root}/train/train_img/frame3.png: image has no label "
                                                 f"{root}/train/train_label/frame3.png"]
     assert not (root.parent / "out").exists()  # nothing half-written
+
+
+def test_symlink_loop_is_one_line(root):
+    frame = root / "train/train_img/frame3.png"
+    frame.unlink()
+    frame.symlink_to(frame.name)  # points at itself
+    assert f"{frame}: cannot read (Too many levels of symbolic links)" in error_of(root)

@@ -133,3 +133,34 @@ def test_staged_output_replaces_only_its_own_output_and_leaves_nothing_on_failur
     (out / OUT_MARK).unlink()
     with pytest.raises(UserError, match="did not write"), staged_output(out):
         pass
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/absolute_experiment", "..", "a/b"])
+def test_an_experiment_name_cannot_lead_out_of_storage(tmp_path, name):
+    storage = tmp_path / "one" / "two" / "rr"
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--name", name, "--storage",
+                           str(storage)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "must be one folder name" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == [] and not Path("/tmp/absolute_experiment").exists()
+
+
+WRITE_AND_DIE = """
+import os, sys, torch
+from torch.utils.tensorboard import SummaryWriter
+from tune_cvae.trainable import TB_SCALARS, write_epoch
+writer = SummaryWriter(sys.argv[1])
+for epoch in range(1, 21):
+    write_epoch(writer, {"epoch": epoch, **{k: 1.0 for k in TB_SCALARS}}, torch.rand(3, 64, 512))
+os._exit(0)  # what ending a trial's actor looks like to its writer: no close, no atexit
+"""
+
+
+def test_a_trial_ended_right_after_its_report_keeps_every_tensorboard_record(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    proc = subprocess.run([sys.executable, "-c", WRITE_AND_DIE, str(tmp_path)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("val/pred_top_true_bottom")] == list(range(1, 21))
+    assert len(events.Scalars("cvae/val_psnr")) == 20

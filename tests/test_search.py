@@ -5,15 +5,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import torch
+import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from tune_cvae import UserError, search
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow  # every test here starts searches on a Ray cluster
 
@@ -91,17 +95,23 @@ def test_gpu_over_request_fails_before_any_trial(ray_cluster, builtin_root, tmp_
 
 def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    proc = subprocess.Popen([sys.executable, "run_search.py", "--space", "smoke", "--samples", "3", "--data",
-                             str(builtin_root), "--storage", str(tmp_path), "--name", "r"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not any(p.stat().st_size for p in tmp_path.glob("r/trial_*/result.json")):
-        assert proc.poll() is None and time.time() < deadline, "search ended before any trial reported"
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C does
-    proc.wait(timeout=120)
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "run_search.py", "--space", "smoke", "--samples", "3", "--data",
+                                 str(builtin_root), "--storage", str(tmp_path), "--name", "r"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + 300
+        while not any(p.stat().st_size for p in tmp_path.glob("r/trial_*/result.json")):
+            assert proc.poll() is None and time.time() < deadline, "search ended before any trial reported"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        proc.wait(timeout=120)
     before = trial_results(tmp_path / "r")
     assert sum(len(r) for r in before.values()) < 3 * 3  # it really was cut short
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 130, stderr
+    assert f"continue it with: python run_search.py --resume --name r --storage {tmp_path}" in stderr
+    assert "Tuner.restore" not in stderr
+    assert "interrupted" in set(pd.read_csv(tmp_path / "r/trials.csv").status)  # not "stopped early"
     exp = search.run(None, resume=True, name="r", storage=tmp_path, dashboard=False, verbose=0)
     table = pd.read_csv(exp / "trials.csv")
     assert len(table) == 3 and set(table.status) <= {"finished", "stopped early"}
@@ -109,6 +119,19 @@ def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path):
     for name, results in before.items():  # interrupted trials continued from their checkpoints
         epochs = [r["epoch"] for r in after[name]]
         assert epochs == sorted(set(epochs)), epochs
+
+
+def test_a_search_whose_trials_all_diverged_goes_on_and_fails(ray_cluster, builtin_root, tmp_path):
+    """With metric: loss, a trial that diverges in its first epoch still reports loss (NaN): Ray does not abort
+    the search for a missing metric; at the end, no usable trial is an error, not success."""
+    space = yaml.safe_load((ROOT / "search_spaces/smoke.yaml").read_text())
+    space.update(metric="loss", mode="min", num_samples=2, max_epochs=2, points_to_evaluate=[],
+                 params={"lr": {"type": "float", "low": 1.0e6, "high": 1.0e7, "log": True}})
+    (tmp_path / "diverge.yaml").write_text(yaml.safe_dump(space))
+    with pytest.raises(UserError, match="no trial finished an epoch with a finite loss \\(2 diverged"):
+        search.run(str(tmp_path / "diverge.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="d",
+                   dashboard=False, verbose=0)
+    assert list(pd.read_csv(tmp_path / "d/trials.csv").status) == ["diverged (NaN)"] * 2
 
 
 def test_resume_without_a_search_is_a_clear_error(tmp_path):

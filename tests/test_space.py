@@ -58,11 +58,34 @@ def test_shipped_spaces_parse():
      "points_to_evaluate[0].kl_anneal_cycle"),
     (("points_to_evaluate", [{"kl_anneal_type": "None", "lr": 1.0}]), "points_to_evaluate[0].lr"),
     (("params.kl_anneal_type.choices", ["Cyclical", "Sigmoid"]), "kl_anneal_type"),
+    # a space that would hand trials configs that fail, or steer the search backwards
+    (("mode", "min"), "mode: min with metric val_psnr"),
+    (("metric", "loss"), "mode: max with metric loss: loss is better when lower"),
+    (("params.N_dim", {"type": "int", "low": 4, "high": 8}), "params: a trial with N_dim=5 would fail"),
+    (("params.D_out_dim", {"type": "categorical", "choices": [32, 60]}), "D_out_dim=60 would fail"),
+    (("params.kl_anneal_cycle.when", {"kl_anneal_type": "Cyclic"}), "'Cyclic' is a value kl_anneal_type never"),
+    (("num_samples", 0), "num_samples"),
 ])
 def test_malformed_space_names_the_key(change, key):
     with pytest.raises(SpaceError, match=None) as exc:
         spaces.parse(with_change(*change), "bad.yaml")
     assert str(exc.value).startswith("bad.yaml: ") and key in str(exc.value)
+
+
+def test_more_start_points_than_trials_is_refused():
+    raw = with_change("num_samples", 1)
+    raw["points_to_evaluate"] *= 2
+    with pytest.raises(SpaceError, match="bad.yaml: points_to_evaluate: 2 points but num_samples is 1"):
+        spaces.parse(raw, "bad.yaml")
+
+
+def test_model_sizes_that_fit_together_pass():
+    raw = with_change("params.N_dim", {"type": "categorical", "choices": [4, 8]})
+    raw["fixed"].update(L_dim=8, D_out_dim=32)
+    raw["params"]["F_dim"] = {"type": "categorical", "choices": [32, 64]}
+    del raw["fixed"]["F_dim"]
+    del raw["points_to_evaluate"]
+    assert spaces.parse(raw, "ok.yaml").params["N_dim"]["choices"] == [4, 8]
 
 
 def test_conditional_parameter_only_when_its_condition_holds():

@@ -44,7 +44,7 @@ def winner(exp_dir):
     search = read_search(exp_dir)
     table = collect(exp_dir)
     metric = search.space.metric
-    usable = table[table["status"].isin(["finished", "stopped early"]) & table[f"best_{metric}"].notna()] \
+    usable = table[table["status"].isin(["finished", "stopped early", "interrupted"]) & table[f"best_{metric}"].notna()] \
         if not table.empty else table
     if usable.empty:
         raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric}")

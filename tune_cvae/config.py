@@ -48,6 +48,7 @@ DEFAULTS = {k: v[0] for k, v in OPTIONS.items()}
 POSITIVE = {"num_epoch", "batch_size", "lr", "F_dim", "L_dim", "N_dim", "D_out_dim", "kl_anneal_cycle",
             "kl_anneal_ratio", "partial", "fast_partial"}
 FRACTIONS = {"partial", "fast_partial", "kl_anneal_ratio"}
+MODEL_SIZES = ("F_dim", "L_dim", "N_dim", "D_out_dim")  # one rule spans them; every other rule checks one key
 
 
 class ConfigError(UserError):

@@ -73,13 +73,16 @@ def list_frames(folder):
     if not folder.is_dir():
         raise DataError(f"{folder}: missing folder (expected the LAB4 layout: {', '.join(SPLIT_DIRS)})")
     frames = []
-    for entry in os.scandir(folder):
-        if entry.name.startswith("."):
-            continue
-        m = FRAME_RE.match(entry.name)
-        if not m or not entry.is_file():
-            raise DataError(f"{entry.path}: not a frame<N>.png file")
-        frames.append((int(m.group(1)), entry))
+    try:
+        for entry in os.scandir(folder):
+            if entry.name.startswith("."):
+                continue
+            m = FRAME_RE.match(entry.name)
+            if not m or not entry.is_file():
+                raise DataError(f"{entry.path}: not a frame<N>.png file")
+            frames.append((int(m.group(1)), entry))
+    except OSError as e:  # a symbolic-link loop, no permission to list or stat
+        raise DataError(f"{e.filename or folder}: cannot read ({e.strerror or e})") from None
     frames.sort(key=lambda f: f[0])
     return frames
 

@@ -31,12 +31,23 @@ def _nan(x):
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+def ray_statuses(exp_dir):
+    """{trial id: Ray's status} (TERMINATED, ERROR, RUNNING, PAUSED, ...) from the newest experiment state Ray
+    saved; {} without one."""
+    files = sorted(Path(exp_dir).glob("experiment_state-*.json"))
+    try:
+        data = json.loads(files[-1].read_text()) if files else {"trial_data": []}
+        return {t["trial_id"]: t["status"] for t in (json.loads(s) for s, _ in data["trial_data"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def collect(exp_dir):
     """One row per trial, sorted by the space's metric (best value over its epochs), ranked from 1."""
     exp_dir = Path(exp_dir)
     space = read_search(exp_dir).space
     metric, mode, max_epochs = space.metric, space.mode, space.max_epochs
-    rows = []
+    rows, ray_status = [], ray_statuses(exp_dir)
     for params_file in sorted(exp_dir.glob("*/params.json")):
         trial_dir = params_file.parent
         config = json.loads(params_file.read_text())
@@ -44,15 +55,18 @@ def collect(exp_dir):
         values = [r[metric] for r in results if metric in r and not _nan(r[metric])]
         last = results[-1] if results else {}
         epochs = int(last.get("epoch", 0)) if results else 0
+        trial_id = last.get("trial_id", trial_dir.name.removeprefix("trial_"))
         if (trial_dir / "error.txt").is_file():
             status = "errored"
         elif results and _nan(last.get(metric)):
             status = "diverged (NaN)"
         elif epochs >= config.get("num_epoch", max_epochs):
             status = "finished"
-        else:
+        elif ray_status.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR"):
             status = "stopped early"
-        row = {"trial_id": last.get("trial_id", trial_dir.name.removeprefix("trial_")), "status": status}
+        else:  # Ray had not ended it: the search was cut off (or is still running)
+            status = "interrupted"
+        row = {"trial_id": trial_id, "status": status}
         for p in space.params:
             row[p] = config.get(p, "")  # empty where a condition excluded the parameter
         if "kl_anneal_type" not in space.params:

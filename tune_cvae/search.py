@@ -3,6 +3,7 @@
 The experiment folder (STORAGE/NAME) holds Ray's trial folders (checkpoints, TensorBoard events), the Optuna
 study (optuna.journal, for optuna-dashboard), search.yaml (what run_best.py and report.py need) and the tables.
 """
+import logging
 import math
 import os
 import pickle
@@ -70,8 +71,13 @@ def plan_resources(gpus, gpus_per_trial, cpus_per_trial, num_samples):
 
 def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, seed):
     """(experiment folder, Search) of a new search; nothing is written yet."""
+    if name is not None:
+        check_name(name)
     space = spaces.load_space(space_name)
     if samples is not None:
+        if samples < len(space.points_to_evaluate):
+            raise UserError(f"--samples {samples}: {space.path} evaluates {len(space.points_to_evaluate)} start "
+                            f"points first; pass at least that many")
         space.num_samples = samples
     if max_epochs is not None:
         space.max_epochs = max_epochs
@@ -83,10 +89,17 @@ def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, see
     return exp_dir, spaces.Search(space, str(resolve_data_dir(data_dir)), seed, {})
 
 
+def check_name(name):
+    """An experiment name is one folder name inside --storage, never a path that leads out of it."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UserError(f"--name {name!r}: must be one folder name inside --storage (no '/', not '.' or '..')")
+
+
 def reopen_experiment(name, storage):
     """(experiment folder, Search) of an interrupted search, to resume it."""
     if not name:
         raise UserError("--resume needs --name of the experiment to continue")
+    check_name(name)
     exp_dir = storage / name
     if not (exp_dir / spaces.SEARCH_FILE).is_file() or not tune.Tuner.can_restore(str(exp_dir)):
         raise UserError(f"{exp_dir}: no search to resume there")
@@ -143,10 +156,40 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     tuner = build_tuner(exp_dir, search, trainable, concurrent, resume, verbose)
     say(f"search: {space.num_samples} trials of up to {space.max_epochs} epochs, {concurrent} at a time, "
         f"{search.resources['cpu']:g} CPU + {search.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
-    tuner.fit()
+    logging.getLogger("ray.tune.tune").addFilter(_NoRayResumeHint())
+    grid = tuner.fit()  # Ray turns Ctrl-C into a last save of the experiment state and returns
     table = report.write(exp_dir)
     print(report.console(table, space.metric))
+    if grid.num_terminated + grid.num_errors < space.num_samples:
+        command = f"python run_search.py --resume --name {exp_dir.name}"
+        if storage != Path("ray_results").resolve():
+            command += f" --storage {storage}"
+        raise Interrupted(f"search interrupted with {grid.num_terminated + grid.num_errors} of {space.num_samples} "
+                          f"trials done; continue it with: {command}")
+    check_some_trial_worked(exp_dir, table, space.metric)
     return exp_dir
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGUSR1) ended the search; the message says how to continue it. run_search.py exits 130."""
+
+
+class _NoRayResumeHint(logging.Filter):
+    """Ray's own resume hint names Tuner.restore(...), which a CLI user cannot type; the CLI prints its own."""
+
+    def filter(self, record):
+        return "Tuner.restore" not in record.getMessage() and "Trials did not complete" not in record.getMessage()
+
+
+def check_some_trial_worked(exp_dir, table, metric):
+    """A search none of whose trials produced a finite metric failed, whatever Ray says: one line naming why."""
+    if not table.empty and table["status"].isin(["finished", "stopped early"]).any():
+        return
+    errors = sorted(exp_dir.glob("trial_*/error.txt"))
+    why = f"; first error in {errors[0]}: {errors[0].read_text().strip().splitlines()[-1][:200]}" if errors else ""
+    counts = table["status"].value_counts().to_dict() if not table.empty else {}
+    raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric} "
+                    f"({', '.join(f'{n} {s}' for s, n in counts.items()) or 'no trials ran'}){why}")
 
 
 def _trial_dirname(trial):

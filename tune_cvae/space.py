@@ -17,13 +17,14 @@
 A parameter with `when` is suggested only when every named (earlier) parameter has the given value (or one of
 a list of values); otherwise it is absent from the trial's config and the run uses the default.
 """
+import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from tune_cvae import UserError
-from tune_cvae.config import OPTIONS, ConfigError, make_config
+from tune_cvae.config import DEFAULTS, MODEL_SIZES, OPTIONS, ConfigError, make_config
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEARCH_FILE = "search.yaml"  # in an experiment folder: the space, the dataset folder, the seed, trial resources
@@ -154,6 +155,8 @@ def parse(raw, path="<space>"):
           f"(reported: {', '.join(METRICS)})")
     mode = raw.get("mode", METRICS[metric])
     _need(mode in ("max", "min"), path, "mode", f"must be max or min, got {mode!r}")
+    _need(mode == METRICS[metric], path, "mode", f"{mode} with metric {metric}: {metric} is better when "
+          f"{'higher' if METRICS[metric] == 'max' else 'lower'}; write mode: {METRICS[metric]} or leave mode out")
     max_epochs = _int(raw, path, "max_epochs")
     grace = _int(raw, path, "grace_period", 1)
     _need(grace <= max_epochs, path, "grace_period", f"{grace} is more than max_epochs {max_epochs}")
@@ -161,18 +164,23 @@ def parse(raw, path="<space>"):
     _need(isinstance(fixed, dict), path, "fixed", "must be a mapping of config keys to values")
     params = raw.get("params") or {}
     _need(isinstance(params, dict) and params, path, "params", "empty space: name at least one parameter")
-    for name, p in params.items():
-        _check_param(path, name, p, params, fixed)
     for name in fixed:
         _need(name != "num_epoch", path, f"fixed.{name}", "set max_epochs instead")
     try:
         make_config({**fixed, "num_epoch": max_epochs})
     except ConfigError as e:
-        raise SpaceError(f"{path}: fixed: {e}") from None
-    space = Space(path, metric, mode, _int(raw, path, "num_samples"), max_epochs, grace,
+        if not any(n in params for n in MODEL_SIZES):  # else the sizes are checked with the searched ones below
+            raise SpaceError(f"{path}: fixed: {e}") from None
+    for name, p in params.items():
+        _check_param(path, name, p, params, fixed)
+    _check_every_value(path, params, {**fixed, "num_epoch": max_epochs})
+    num_samples = _int(raw, path, "num_samples")
+    space = Space(path, metric, mode, num_samples, max_epochs, grace,
                   _int(raw, path, "reduction_factor", 3, low=2), fixed, params)
     points = raw.get("points_to_evaluate") or []
     _need(isinstance(points, list), path, "points_to_evaluate", "must be a list of mappings")
+    _need(len(points) <= num_samples, path, "points_to_evaluate",
+          f"{len(points)} points but num_samples is {num_samples}: the search would never reach the last ones")
     for i, point in enumerate(points):
         space.points_to_evaluate.append(_check_point(space, point, f"points_to_evaluate[{i}]"))
     return space
@@ -188,8 +196,6 @@ def _check_param(path, name, p, params, fixed):
         _need(k in PARAM_KEYS[p["type"]], path, f"{key}.{k}", f"unknown key for a {p['type']} parameter")
     if p["type"] == "categorical":
         _need(isinstance(p.get("choices"), list) and p["choices"], path, f"{key}.choices", "needs a non-empty list")
-        for choice in p["choices"]:
-            _check_value(path, f"{key}.choices", name, choice)
     else:
         number = (int,) if p["type"] == "int" else (int, float)
         for bound in ("low", "high"):
@@ -197,21 +203,52 @@ def _check_param(path, name, p, params, fixed):
                   f"needs a number for a {p['type']} parameter, got {p.get(bound)!r}")
         _need(p["low"] <= p["high"], path, key, f"low {p['low']} > high {p['high']}")
         _need(not p.get("log") or p["low"] > 0, path, f"{key}.log", "a log scale needs low > 0")
-        _check_value(path, f"{key}.low", name, p["low"])
-        _check_value(path, f"{key}.high", name, p["high"])
     when = p.get("when", {})
     _need(isinstance(when, dict), path, f"{key}.when", "must map parameter names to values")
     earlier = list(params)[:list(params).index(name)]
-    for other in when:
+    for other, allowed in when.items():
         _need(other in earlier, path, f"{key}.when.{other}",
               "condition on an unknown parameter (it must be a parameter listed before this one)")
+        parent = params[other]
+        for value in allowed if isinstance(allowed, list) else [allowed]:
+            can = value in parent["choices"] if parent["type"] == "categorical" else \
+                isinstance(value, (int, float)) and parent["low"] <= value <= parent["high"]
+            _need(can, path, f"{key}.when.{other}", f"{value!r} is a value {other} never takes, so {name} would "
+                  f"never be searched")
 
 
-def _check_value(path, key, name, value):
-    try:
-        make_config({name: value})
-    except ConfigError as e:
-        raise SpaceError(f"{path}: {key}: {e}") from None
+def _values(name, p):
+    """The values of a parameter that the config rules must accept: every choice; the ends of a number range
+    (those rules are bounds), except every integer of a model size's range (a divisibility rule spans them);
+    a conditional model size can also keep its default."""
+    if p["type"] == "categorical":
+        values = list(p["choices"])
+    elif name in MODEL_SIZES and p["type"] == "int":
+        values = range(p["low"], p["high"] + 1)
+    else:
+        values = [p["low"], p["high"]]
+    return [*values, DEFAULTS[name]] if name in MODEL_SIZES and "when" in p else values
+
+
+def _check_every_value(path, params, base):
+    """Every value each parameter can take, beside the fixed values, passes make_config; the searched model sizes
+    in every combination. A space that passes cannot hand a trial a config that fails."""
+    sizes = [n for n in params if n in MODEL_SIZES]
+    for combo in itertools.product(*(_values(n, params[n]) for n in sizes)):
+        try:
+            make_config({**base, **dict(zip(sizes, combo))})
+        except ConfigError as e:
+            shown = ", ".join(f"{n}={v}" for n, v in zip(sizes, combo))
+            raise SpaceError(f"{path}: params: a trial with {shown} would fail: {e}") from None
+    base = {**base, **{n: _values(n, params[n])[0] for n in sizes}}
+    for name, p in params.items():
+        if name in MODEL_SIZES:
+            continue
+        for value in _values(name, p):
+            try:
+                make_config({**base, name: value})
+            except ConfigError as e:
+                raise SpaceError(f"{path}: params.{name}: {e}") from None
 
 
 def _check_point(space, point, key):

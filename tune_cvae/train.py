@@ -187,8 +187,9 @@ def train(config, dataset, device="cpu", state=None, on_epoch=None, progress=Fal
             metrics = run.train_epoch(progress)
         except FloatingPointError as err:
             say(f"diverged: {err}")
-            return {**(run.history[-1] if run.history else {}), "val_psnr": float("nan"),
-                    "val_psnr_600": float("nan"), "diverged": True, "epoch": run.epoch}, run
+            nan = float("nan")  # every metric a space may rank by, so a search on any of them goes on
+            return {**(run.history[-1] if run.history else {}), "loss": nan, "mse": nan, "kl": nan, "val_psnr": nan,
+                    "val_psnr_600": nan, "diverged": True, "epoch": run.epoch}, run
         epochs.update(1)
         epochs.set_postfix(val_psnr=f"{metrics['val_psnr']:.2f}")
         if on_epoch is not None:

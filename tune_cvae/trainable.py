@@ -6,7 +6,7 @@ from pathlib import Path
 import ray
 import torch
 from ray import tune
-from tensorboardX import SummaryWriter
+from torch.utils.tensorboard import SummaryWriter
 
 from tune_cvae.data import Lab4Data
 from tune_cvae.train import load_checkpoint, save_checkpoint, train
@@ -26,6 +26,15 @@ def set_threads(cpus):
     torch.set_num_threads(max(1, int(cpus)))
 
 
+def write_epoch(writer, metrics, val_strip):
+    """An epoch's scalars and validation strip, on disk when this returns: ASHA may end the trial's process
+    right after its report, and torch's writer (unlike tensorboardX's) flushes its queue, not only the file."""
+    for key in TB_SCALARS:
+        writer.add_scalar(f"cvae/{key}", metrics[key], metrics["epoch"])
+    writer.add_image("val/pred_top_true_bottom", val_strip, metrics["epoch"])
+    writer.flush()
+
+
 def train_trial(config, arrays):
     """One trial: `arrays` is the dataset decoded once on the driver and shared through the object store."""
     cpus, gpus = _resources()
@@ -41,10 +50,7 @@ def train_trial(config, arrays):
     writer = SummaryWriter(os.path.join(tune.get_context().get_trial_dir(), "tensorboard"))
 
     def report(metrics, run):
-        for key in TB_SCALARS:
-            writer.add_scalar(f"cvae/{key}", metrics[key], metrics["epoch"])
-        writer.add_image("val/pred_top_true_bottom", run.val_strip, metrics["epoch"])
-        writer.flush()
+        write_epoch(writer, metrics, run.val_strip)
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(run.state(), Path(d) / STATE_FILE)
             tune.report({**metrics, "node_id": node, "device": device},
