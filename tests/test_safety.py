@@ -164,3 +164,15 @@ def test_a_trial_ended_right_after_its_report_keeps_every_tensorboard_record(tmp
     events.Reload()
     assert [e.step for e in events.Images("val/pred_top_true_bottom")] == list(range(1, 21))
     assert len(events.Scalars("cvae/val_psnr")) == 20
+
+
+def test_run_best_from_checkpoint_refuses_a_checkpoint_that_would_run_code(tmp_path, evil):
+    exp = make_experiment(tmp_path / "exp")
+    (exp / "trial_a1/checkpoint_000002").mkdir()
+    os.replace(evil, exp / "trial_a1/checkpoint_000002/state.pt")  # a shared experiment folder, tampered with
+    data = write_lab4(tmp_path / "data", n_val=3)
+    proc = subprocess.run([sys.executable, "run_best.py", "--experiment", str(exp), "--from-checkpoint", "--data",
+                           str(data), "--out", str(tmp_path / "best")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "state.pt: refused: loading it would call posix.system" in proc.stderr, \
+        proc.stderr
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "best").exists()
