@@ -2,10 +2,12 @@
 videos, write submission.csv, GIFs, the PSNR-per-frame plot, its config and checkpoint, and score it when the
 data has test ground truth (the built-in data does).
 
-    python run_best.py [--experiment ray_results/NAME] [--epochs N] [--seeds K]
+    python run_best.py [--experiment ray_results/NAME] [--epochs N] [--set KEY=VALUE] [--seeds K]
 """
 import argparse
 import json
+
+import yaml
 
 from tune_cvae import UserError, fail
 
@@ -21,6 +23,9 @@ def main(argv=None):
                    help="epochs to retrain (default: the space's max_epochs); the KL, teacher-forcing and LR "
                         "schedules are laid out over this length. The submission uses the epoch with the best "
                         "validation PSNR")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one config key of the winner for the retraining (repeatable), e.g. "
+                        "--set lr_scheduler=cosine; the comparison with the trial then says the config differs")
     p.add_argument("--from-checkpoint", action="store_true",
                    help="continue from the winner's best checkpoint instead of retraining from scratch")
     p.add_argument("--infer-z", choices=["prior", "zero"], default=None,
@@ -33,6 +38,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         fail("--seeds and --epochs must be at least 1")
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set {item}: expected KEY=VALUE, e.g. --set lr_scheduler=cosine")
+        overrides[key.strip()] = yaml.safe_load(value)  # numbers, booleans and lists as in a space file
+    args.overrides = overrides
     from tune_cvae.best import run_best
     from tune_cvae.predict import format_score
     try:

@@ -176,3 +176,14 @@ def test_run_best_from_checkpoint_refuses_a_checkpoint_that_would_run_code(tmp_p
     assert proc.returncode == 2 and "state.pt: refused: loading it would call posix.system" in proc.stderr, \
         proc.stderr
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "best").exists()
+
+
+@pytest.mark.parametrize("item, message", [("nonsense", "--set nonsense: expected KEY=VALUE"),
+                                           ("colour=red", "--set: unknown config key 'colour'"),
+                                           ("lr_scheduler=sometimes", "lr_scheduler='sometimes': must be one of")])
+def test_run_best_set_refuses_what_the_config_would_refuse(tmp_path, item, message):
+    exp = make_experiment(tmp_path / "exp")
+    proc = subprocess.run([sys.executable, "run_best.py", "--experiment", str(exp), "--set", item],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (exp / "best").exists()

@@ -20,7 +20,7 @@ from tune_cvae import UserError, fail, say
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SEARCH = ["--space", "demo.yaml"]  # what `make demo` runs (keep in step with the Makefile)
-DEMO_BEST = ["--epochs", "8"]
+DEMO_BEST = ["--epochs", "8", "--set", "lr_scheduler=cosine"]
 
 
 def _run(args, log):

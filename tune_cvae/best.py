@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from tune_cvae import UserError, say
-from tune_cvae.config import make_config
+from tune_cvae.config import ConfigError, make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.predict import predict_tests, score, write_gifs, write_submission
 from tune_cvae.report import collect, plot_psnr, trial_results
@@ -87,9 +87,10 @@ def retrain(config, dataset, device, seeds, state=None):
     return bests, first, kept
 
 
-def compare_with_trial(trial_dir, trial_config, run, metric):
+def compare_with_trial(trial_dir, trial_config, run, metric, changed=False):
     """Print the trial's best val_psnr beside the retraining's at the same epoch; warn when they differ by more
-    than 0.3 dB although the run repeats the trial's schedule (same config, seed and thread count)."""
+    than 0.3 dB although the run repeats the trial's schedule (same config, seed and thread count; `changed`:
+    --set changed the config)."""
     history = [r for r in trial_results(trial_dir)
                if isinstance(r.get("val_psnr"), float) and math.isfinite(r["val_psnr"])]
     if not history or not run.history:
@@ -98,8 +99,9 @@ def compare_with_trial(trial_dir, trial_config, run, metric):
     epoch = min(best["epoch"], len(run.history))
     mine = run.history[epoch - 1]["val_psnr"]
     say(f"trial's val_psnr at epoch {epoch}: {best['val_psnr']:.2f} dB; retrained: {mine:.2f} dB"
-        + ("" if metric == "val_psnr" else f" (the search ranked by {metric})"))
-    same_schedule = trial_config["num_epoch"] == run.config["num_epoch"] and epoch == best["epoch"]
+        + ("" if metric == "val_psnr" else f" (the search ranked by {metric})")
+        + (" (config changed by --set)" if changed else ""))
+    same_schedule = not changed and trial_config["num_epoch"] == run.config["num_epoch"] and epoch == best["epoch"]
     if same_schedule and abs(mine - best["val_psnr"]) > 0.3:
         say(f"warning: the retraining differs from the trial by {mine - best['val_psnr']:+.2f} dB with the same "
             f"config and seed (other device or library version?)")
@@ -132,20 +134,27 @@ def trial_threads(trial_dir, search):
 
 
 def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None, from_checkpoint=False,
-             infer_z=None, out=None, seeds=1, device="auto"):
-    """Pick the winner of a search, retrain it (or continue its best checkpoint), validate, predict the test
-    videos and write the submission and its evidence into `out` (default EXPERIMENT/best)."""
+             infer_z=None, out=None, seeds=1, device="auto", overrides=None):
+    """Pick the winner of a search, retrain it (or continue its best checkpoint) with `overrides` of its config,
+    validate, predict the test videos and write the submission and its evidence into `out` (default
+    EXPERIMENT/best)."""
     exp = Path(experiment) if experiment else newest_experiment(storage)
     search, row, trial_dir = winner(exp)
     space = search.space
     out = Path(out) if out else exp / "best"
     check_out(out)
     params = json.loads((trial_dir / "params.json").read_text())
-    config = make_config(params)
+    overrides = overrides or {}
+    try:
+        config = make_config({**params, **overrides})
+    except ConfigError as e:
+        raise UserError(f"--set: {e}") from None
     searched = {p: params[p] for p in space.params if p in params}
     say(f"winner: trial {row['trial_id']} of {exp.name}, best {space.metric} "
         f"{row['best_' + space.metric]:.3f} after {row['epochs']} of {space.max_epochs} epochs")
     say(f"        searched values: {json.dumps(searched)}")
+    if overrides:
+        say(f"        retrained with --set {' '.join(f'{k}={v}' for k, v in overrides.items())}")
     data_root = Path(data_dir or search.data_dir)
     if not data_root.is_dir():
         raise UserError(f"{data_root}: the search's dataset is gone; pass --data with its new location")
@@ -161,13 +170,14 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
     with staged_output(out) as tmp:
         values, run, kept = retrain(config, dataset, device, seeds, state)
         if state is None:
-            compare_with_trial(trial_dir, params, run, space.metric)
+            compare_with_trial(trial_dir, params, run, space.metric, changed=bool(overrides))
         say(f"submitting the weights of epoch {kept['epoch']} of {run.epoch} (the best val_psnr of the retraining)")
         psnr = write_validation(tmp, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
                                                          f"retrained, epoch {kept['epoch']}")
         z = infer_z or run.config["infer_z"]
         write_predictions(tmp, run, z, device, kept["epoch"])
         summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]), "searched": searched,
+                   "overrides": overrides,
                    "epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,
                    "val_psnr": float(psnr.mean()), "val_psnr_600": float(psnr[:600].mean()),
                    "seeds": {"n": seeds, "best_val_psnr": values, "mean": float(np.mean(values)),
