@@ -18,7 +18,7 @@ from tune_cvae import UserError, say
 from tune_cvae.config import ConfigError, make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.predict import predict_tests, score, write_gifs, write_submission
-from tune_cvae.report import collect, plot_psnr, trial_results
+from tune_cvae.report import USABLE, collect, plot_psnr, trial_results
 from tune_cvae.space import SEARCH_FILE, read_search
 from tune_cvae.train import load_checkpoint, pick_device, save_checkpoint, train, validate
 
@@ -44,8 +44,7 @@ def winner(exp_dir):
     search = read_search(exp_dir)
     table = collect(exp_dir)
     metric = search.space.metric
-    usable = table[table["status"].isin(["finished", "stopped early", "interrupted"]) & table[f"best_{metric}"].notna()] \
-        if not table.empty else table
+    usable = table[table["status"].isin(USABLE) & table[f"best_{metric}"].notna()] if not table.empty else table
     if usable.empty:
         raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric}")
     row = usable.iloc[0]

@@ -27,6 +27,9 @@ def trial_results(trial_dir):
     return rows
 
 
+USABLE = ("finished", "stopped early", "interrupted")  # statuses of trials whose metric values count
+
+
 def _nan(x):
     return x is None or (isinstance(x, float) and math.isnan(x))
 

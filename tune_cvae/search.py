@@ -156,7 +156,7 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     tuner = build_tuner(exp_dir, search, trainable, concurrent, resume, verbose)
     say(f"search: {space.num_samples} trials of up to {space.max_epochs} epochs, {concurrent} at a time, "
         f"{search.resources['cpu']:g} CPU + {search.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
-    logging.getLogger("ray.tune.tune").addFilter(_NoRayResumeHint())
+    logging.getLogger("ray.tune.tune").addFilter(NO_RAY_RESUME_HINT)  # the same object: added once
     grid = tuner.fit()  # Ray turns Ctrl-C into a last save of the experiment state and returns
     table = report.write(exp_dir)
     print(report.console(table, space.metric))
@@ -181,9 +181,12 @@ class _NoRayResumeHint(logging.Filter):
         return "Tuner.restore" not in record.getMessage() and "Trials did not complete" not in record.getMessage()
 
 
+NO_RAY_RESUME_HINT = _NoRayResumeHint()
+
+
 def check_some_trial_worked(exp_dir, table, metric):
     """A search none of whose trials produced a finite metric failed, whatever Ray says: one line naming why."""
-    if not table.empty and table["status"].isin(["finished", "stopped early"]).any():
+    if not table.empty and table["status"].isin(report.USABLE).any():
         return
     errors = sorted(exp_dir.glob("trial_*/error.txt"))
     why = f"; first error in {errors[0]}: {errors[0].read_text().strip().splitlines()[-1][:200]}" if errors else ""
