@@ -34,15 +34,16 @@ def _nan(x):
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def ray_statuses(exp_dir):
-    """{trial id: Ray's status} (TERMINATED, ERROR, RUNNING, PAUSED, ...) from the newest experiment state Ray
-    saved; {} without one."""
-    files = sorted(Path(exp_dir).glob("experiment_state-*.json"))
+INTERRUPTED_FILE = "interrupted.json"  # written by an interrupted search: the trials it cut off
+
+
+def cut_trials(exp_dir):
+    """Trial ids the last interruption of the search cut off; [] when the search was not interrupted."""
+    path = Path(exp_dir) / INTERRUPTED_FILE
     try:
-        data = json.loads(files[-1].read_text()) if files else {"trial_data": []}
-        return {t["trial_id"]: t["status"] for t in (json.loads(s) for s, _ in data["trial_data"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+        return json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError):
+        return []
 
 
 def collect(exp_dir):
@@ -50,7 +51,7 @@ def collect(exp_dir):
     exp_dir = Path(exp_dir)
     space = read_search(exp_dir).space
     metric, mode, max_epochs = space.metric, space.mode, space.max_epochs
-    rows, ray_status = [], ray_statuses(exp_dir)
+    rows, cut = [], set(cut_trials(exp_dir))
     for params_file in sorted(exp_dir.glob("*/params.json")):
         trial_dir = params_file.parent
         config = json.loads(params_file.read_text())
@@ -65,10 +66,10 @@ def collect(exp_dir):
             status = "diverged (NaN)"
         elif epochs >= config.get("num_epoch", max_epochs):
             status = "finished"
-        elif ray_status.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR"):
-            status = "stopped early"
-        else:  # Ray had not ended it: the search was cut off (or is still running)
+        elif trial_id in cut:
             status = "interrupted"
+        else:
+            status = "stopped early"
         row = {"trial_id": trial_id, "status": status}
         for p in space.params:
             row[p] = config.get(p, "")  # empty where a condition excluded the parameter

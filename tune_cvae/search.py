@@ -3,6 +3,7 @@
 The experiment folder (STORAGE/NAME) holds Ray's trial folders (checkpoints, TensorBoard events), the Optuna
 study (optuna.journal, for optuna-dashboard), search.yaml (what run_best.py and report.py need) and the tables.
 """
+import json
 import logging
 import math
 import os
@@ -156,11 +157,19 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     tuner = build_tuner(exp_dir, search, trainable, concurrent, resume, verbose)
     say(f"search: {space.num_samples} trials of up to {space.max_epochs} epochs, {concurrent} at a time, "
         f"{search.resources['cpu']:g} CPU + {search.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
-    logging.getLogger("ray.tune.tune").addFilter(NO_RAY_RESUME_HINT)  # the same object: added once
-    grid = tuner.fit()  # Ray turns Ctrl-C into a last save of the experiment state and returns
+    watch = _RayStopWatch()
+    logging.getLogger("ray.tune.tune").addFilter(watch)
+    (exp_dir / report.INTERRUPTED_FILE).unlink(missing_ok=True)  # a resumed search starts uninterrupted
+    try:
+        grid = tuner.fit()  # Ray turns Ctrl-C into a last save of the experiment state and returns
+    finally:
+        logging.getLogger("ray.tune.tune").removeFilter(watch)
+    interrupted = watch.stopped or grid.num_terminated + grid.num_errors < space.num_samples
+    if interrupted:
+        (exp_dir / report.INTERRUPTED_FILE).write_text(json.dumps(_cut_trials(exp_dir)) + "\n")
     table = report.write(exp_dir)
     print(report.console(table, space.metric))
-    if grid.num_terminated + grid.num_errors < space.num_samples:
+    if interrupted:
         command = f"python run_search.py --resume --name {exp_dir.name}"
         if storage != Path("ray_results").resolve():
             command += f" --storage {storage}"
@@ -170,18 +179,32 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     return exp_dir
 
 
+def _cut_trials(exp_dir):
+    """Ray trial ids the study never heard the end of (ASHA's stops were told as PRUNED, finished trials as
+    COMPLETE): the trials an interruption cut off, whatever status Ray saved for them."""
+    storage = JournalStorage(JournalFileBackend(str(exp_dir / "optuna.journal")))
+    study = optuna.load_study(study_name=exp_dir.name, storage=storage)
+    return [t.user_attrs["ray_trial_id"] for t in study.trials
+            if t.state == TrialState.RUNNING and "ray_trial_id" in t.user_attrs]
+
+
 class Interrupted(Exception):
     """Ctrl-C (or SIGUSR1) ended the search; the message says how to continue it. run_search.py exits 130."""
 
 
-class _NoRayResumeHint(logging.Filter):
-    """Ray's own resume hint names Tuner.restore(...), which a CLI user cannot type; the CLI prints its own."""
+class _RayStopWatch(logging.Filter):
+    """On Ray Tune's logger during fit: notes Ray's "Stop signal received" (Ctrl-C or SIGUSR1, which Ray turns into
+    a normal return, some trials possibly marked terminated) and drops Ray's resume hint, which names
+    Tuner.restore(...): a CLI user cannot type that, so the CLI prints its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped = False
 
     def filter(self, record):
-        return "Tuner.restore" not in record.getMessage() and "Trials did not complete" not in record.getMessage()
-
-
-NO_RAY_RESUME_HINT = _NoRayResumeHint()
+        message = record.getMessage()
+        self.stopped = self.stopped or "Stop signal received" in message
+        return "Tuner.restore" not in message and "Trials did not complete" not in message
 
 
 def check_some_trial_worked(exp_dir, table, metric):
