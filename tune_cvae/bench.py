@@ -1,6 +1,13 @@
-"""Measured benchmarks.
+"""Measured benchmarks: speed against the template's training loop, and quality on unseen data.
 
+    python -m tune_cvae.bench speed [--device cpu|cuda] [--model template|small]
     python -m tune_cvae.bench quality [--seed 7] [--out DIR]
+
+speed: on the same data, model size, batch, device and threads, training frames per second of the project's
+training path (train.Run: frames decoded once, a clip's frames batched, no per-step host sync) and of a faithful
+re-creation of the template's loop (a DataLoader decoding the PNG files per item, every frame encoded per step),
+with and without teacher forcing, and the 630-frame validation rollout of each; warm-up, then the median of
+repetitions, and the ratios. On CUDA also N trials sharing the GPU (N processes).
 
 quality: on a built-in dataset of another seed (data the spaces were never tuned on) run what `make demo` runs
 (the demo search, then run_best.py), train the space's first point (the template's default configuration) for
@@ -13,8 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pandas as pd
 
 from tune_cvae import UserError, fail, say
 
@@ -43,11 +48,12 @@ def train_default(space, dataset, epochs, out):
     t0 = time.perf_counter()
     _, run, _ = retrain(config, dataset, "cpu", 1)
     out.mkdir(parents=True, exist_ok=True)
-    write_submission(out / "submission.csv", predict_tests(run.model, run.dataset, run.config["infer_z"], 1))
+    write_submission(out / "submission.csv", predict_tests(run, run.config["infer_z"], 1))
     return score(out / "submission.csv", Path(dataset.root) / "test_truth"), time.perf_counter() - t0
 
 
 def quality(seed=7, out="bench_quality", train_frames=None):
+    import pandas as pd
     from tune_cvae.data import load_dataset
     from tune_cvae.space import load_space
     from tune_cvae.synthetic import DEFAULT_TRAIN_FRAMES, generate
@@ -83,11 +89,22 @@ def quality(seed=7, out="bench_quality", train_frames=None):
                                                   "table": table.to_dict("records")}, indent=2) + "\n")
     return table
 
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tune_cvae.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("speed", help="training and rollout speed: the project's path against the template's loop",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    s.add_argument("--model", choices=["template", "small"], default="template",
+                   help="template: the template's sizes (F 128, L 32, N 12, D 192); small: F 32, L 16, N 4, D 48")
+    s.add_argument("--data", default=None, help="LAB4-layout folder (default: the built-in dataset)")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    s.add_argument("--reps", type=int, default=3, help="timed repetitions per figure (the median is shown)")
+    s.add_argument("--steps", type=int, default=None, help="optimiser steps per timed call (default: 20 on CUDA, "
+                                                           "1 on CPU)")
+    s.add_argument("--min-seconds", type=float, default=2.0, help="shortest timed repetition of training")
+    s.add_argument("--json", default=None, help="also write the table and the facts to this JSON file")
     q = sub.add_parser("quality", help="winner vs default configuration vs repeating the first frame, unseen data",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("--seed", type=int, default=7, help="seed of the generated dataset (the spaces were tuned on 0)")
@@ -95,8 +112,19 @@ def main(argv=None):
                                                                   "the built-in size)")
     q.add_argument("--out", default="bench_quality", help="folder for the dataset, the search and the scores")
     args = p.parse_args(argv)
+    for flag in ("threads", "reps", "steps"):
+        if args.command == "speed" and getattr(args, flag) is not None and getattr(args, flag) < 1:
+            fail(f"--{flag} {getattr(args, flag)}: must be at least 1")
     try:
-        table = quality(args.seed, args.out, args.train_frames)
+        if args.command == "speed":
+            from tune_cvae.speed import speed
+            table, facts = speed(args.device, args.model, args.data, args.reps, args.min_seconds, args.steps,
+                                 args.threads)
+            print(", ".join(f"{k} {v}" for k, v in facts.items()))
+            if args.json:
+                Path(args.json).write_text(json.dumps({"facts": facts, "table": table.to_dict("records")}, indent=2))
+        else:
+            table = quality(args.seed, args.out, args.train_frames)
     except UserError as e:
         fail(e)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))

@@ -109,17 +109,17 @@ def compare_with_trial(trial_dir, trial_config, run, metric, changed=False):
 def write_validation(out, run, epoch, title):
     """The submitted weights' validation rollout (as validated after `epoch`), kept per frame (CSV + plot);
     returns the PSNR per frame."""
-    psnr, _ = validate(run.model, run.dataset, run.config, epoch - 1)
+    psnr, _ = validate(run, epoch - 1)
     pd.DataFrame({"frame": range(1, len(psnr) + 1), "psnr": psnr.numpy()}).to_csv(
         out / "val_psnr_per_frame.csv", index=False)
     plot_psnr(psnr.tolist(), out / "val_psnr_per_frame.png", title)
     return psnr
 
 
-def write_predictions(out, run, infer_z, device, epoch):
+def write_predictions(out, run, infer_z, epoch):
     """The test videos' rollouts as submission.csv (checked) and GIFs; the config and the submitted weights
     (model.ckpt: the run's state with the weights of `epoch`) beside them."""
-    videos = predict_tests(run.model, run.dataset, infer_z, run.config["seed"], device)
+    videos = predict_tests(run, infer_z, run.config["seed"])
     write_submission(out / "submission.csv", videos)
     write_gifs(out, videos)
     (out / "config.yaml").write_text(yaml.safe_dump(run.config, sort_keys=False))
@@ -174,7 +174,7 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
         psnr = write_validation(tmp, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
                                                          f"retrained, epoch {kept['epoch']}")
         z = infer_z or run.config["infer_z"]
-        write_predictions(tmp, run, z, device, kept["epoch"])
+        write_predictions(tmp, run, z, kept["epoch"])
         summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]), "searched": searched,
                    "overrides": overrides,
                    "epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,

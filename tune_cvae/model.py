@@ -84,14 +84,15 @@ class Gaussian_Predictor(nn.Sequential):
         self.logvar_clamp = logvar_clamp
 
     @staticmethod
-    def reparameterize(mu, logvar):
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(mu, logvar, eps=None):
+        """z = mu + sigma * eps; eps is drawn here unless given (a compiled step takes its noise as an input)."""
+        return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
 
-    def forward(self, img, label):
+    def forward(self, img, label, eps=None):
         mu, logvar = super().forward(torch.cat([img, label], dim=1)).chunk(2, dim=1)
         if self.logvar_clamp > 0:
             logvar = logvar.clamp(-self.logvar_clamp, self.logvar_clamp)
-        return self.reparameterize(mu, logvar), mu, logvar
+        return self.reparameterize(mu, logvar, eps), mu, logvar
 
 
 class Decoder_Fusion(nn.Sequential):
@@ -173,17 +174,25 @@ def _flat(x):
     return x.reshape(-1, *x.shape[2:])
 
 
-def training_step(model, img, label, beta, teacher_forcing, kl_reduction):
+def posterior_noise(model, img):
+    """The reparameterisation noise of one training step over clips (B, T, 3, H, W), drawn in one call: the
+    same numbers the posterior's randn_like would draw, made an input so a compiled step can take it."""
+    B, T, _, H, W = img.shape
+    return torch.randn((B * (T - 1), model.N_dim, H, W), device=img.device)
+
+
+def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=None):
     """Loss over one batch of clips (B, T, 3, H, W) in [0, 1]: mean over frames 1..T-1 of MSE + beta * KL.
 
     With teacher forcing every frame's input is known in advance, so all frames go through the network as
     one batch; without it the decoder path runs frame by frame on the model's own (detached) predictions.
-    The posterior and pose features never depend on predictions, so they are always batched.
+    The posterior and pose features never depend on predictions, so they are always batched. `eps` is the
+    posterior's noise (posterior_noise), drawn inside when not given.
     """
     B, T = img.shape[:2]
     frame_feat = model.frame_transformation(_flat(img)).unflatten(0, (B, T))
     label_feat = model.label_transformation(_flat(label[:, 1:])).unflatten(0, (B, T - 1))
-    z, mu, logvar = model.Gaussian_Predictor(_flat(frame_feat[:, 1:]), _flat(label_feat))
+    z, mu, logvar = model.Gaussian_Predictor(_flat(frame_feat[:, 1:]), _flat(label_feat), eps)
     z = z.unflatten(0, (B, T - 1))
     if teacher_forcing:
         pred = model.generate(_flat(frame_feat[:, :-1]), _flat(label_feat), _flat(z),
@@ -214,26 +223,35 @@ def frame_step(model, prev, img, label, beta, kl_reduction):
 
 
 @torch.no_grad()
-def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=64):
+def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=64, step=None):
     """Generate a video frame by frame from its first frame (3, H, W) and all its poses (T, 3, H, W), in [0, 1].
 
     Returns (T, 3, H, W): the given first frame then T-1 generated frames. z comes from the prior N(0, I)
-    ('prior', drawn with `generator`) or is the prior's mean ('zero').
+    ('prior': all frames' z drawn in one call on the labels' device with `generator`, which must live there:
+    the same seed gives the same z on that device) or is the prior's mean ('zero'). `step` replaces
+    next_frame (a compiled copy of it).
     """
     model.eval()
+    step = step or next_frame
     T, _, H, W = labels.shape
+    shape = (T - 1, model.N_dim, H, W)
+    if infer_z == "zero":
+        zs = torch.zeros(shape[1:], device=labels.device).expand(shape)
+    else:
+        zs = torch.randn(shape, generator=generator, device=labels.device)
     frames = [first_frame]
     prev = first_frame.unsqueeze(0)
-    shape = (1, model.N_dim, H, W)
-    zero = torch.zeros(shape, device=labels.device)
     for start in range(1, T, chunk):
         label_feat = model.label_transformation(labels[start:start + chunk])
         for i in range(label_feat.shape[0]):
-            # prior noise comes from a CPU generator so a seed gives the same z on every device
-            z = zero if infer_z == "zero" else torch.randn(shape, generator=generator).to(labels.device)
-            prev = model.generate(model.frame_transformation(prev), label_feat[i:i + 1], z, prev)
+            prev = step(model, prev, label_feat[i:i + 1], zs[start - 1 + i:start + i])
             frames.append(prev[0])
     return torch.stack(frames)
+
+
+def next_frame(model, prev, label_feat, z):
+    """One rollout step: the next frame (1, 3, H, W) from the previous one, the pose's features and z."""
+    return model.generate(model.frame_transformation(prev), label_feat, z, prev)
 
 
 def psnr_per_frame(pred, true):

@@ -16,20 +16,19 @@ import torch
 
 from tune_cvae import UserError, fail
 from tune_cvae.data import IMG_H, IMG_W, TEST_LEN, load_video
-from tune_cvae.model import rollout
 
 PIXELS = 3 * IMG_H * IMG_W  # 6144 values per frame, C, H, W order
 SCORED = slice(1, 601)      # the leaderboard scores frames 1..600 of each video
 PUBLIC_VIDEOS = 3           # videos 0-2 public, the rest private
 
 
-def predict_tests(model, dataset, infer_z="zero", seed=0, device="cpu"):
-    """Each test video: its given first frame then 629 generated frames, floats in [0, 1], (K, 630, 3, H, W)."""
-    gen = torch.Generator().manual_seed(seed)
+def predict_tests(run, infer_z="zero", seed=0):
+    """Each test video of a train.Run's dataset: its given first frame then 629 frames rolled out by the run's
+    model (with its precision and compiled step), floats in [0, 1], (K, 630, 3, H, W)."""
+    gen = torch.Generator(run.device).manual_seed(seed)  # the prior's z is drawn where the rollout runs
     videos = []
-    for first, labels in zip(dataset.test_first, dataset.test_label):
-        first = first.to(device).float() / 255
-        videos.append(rollout(model, first, labels.to(device).float() / 255, infer_z, gen).cpu())
+    for first, labels in zip(run.dataset.test_first, run.dataset.test_label):
+        videos.append(run.rollout(first.float() / 255, labels.float() / 255, infer_z, gen).cpu())
     return torch.stack(videos)
 
 

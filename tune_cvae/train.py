@@ -8,6 +8,7 @@ over frames 1..600, the leaderboard's window). The last stdout line is a JSON ob
 """
 import argparse
 import json
+import math
 import random
 import re
 import sys
@@ -21,7 +22,8 @@ from tqdm import tqdm
 from tune_cvae import UserError, fail, say
 from tune_cvae.config import OPTIONS, make_config
 from tune_cvae.data import load_dataset
-from tune_cvae.model import frame_step, model_from_config, psnr_per_frame, rollout, training_step
+from tune_cvae.model import (frame_step, model_from_config, next_frame, posterior_noise, psnr_per_frame,
+                             rollout, training_step)
 from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio
 
 
@@ -49,17 +51,27 @@ def pick_device(name="auto"):
 
 
 STRIP_FRAMES = (1, 10, 50, 150, 300, 600)
+CHECK_EVERY = 20  # batches between the divergence checks (each waits for the device)
 
 
-def validate(model, dataset, config, epoch):
+def validate(run, epoch):
     """Roll out the validation video from its first frame. Returns the PSNR of each frame 1..T-1 (float frames
     in [0, 1]) and an image strip (3, 2H, kW): predicted frames on top, true frames below."""
-    gen = torch.Generator().manual_seed(config["seed"] * 100003 + epoch)  # own RNG: training's is untouched
+    dataset = run.dataset
+    gen = torch.Generator(run.device).manual_seed(run.config["seed"] * 100003 + epoch)  # training's RNG untouched
     true = dataset.val_img.float() / 255
-    pred = rollout(model, true[0], dataset.val_label.float() / 255, config["infer_z"], gen)
+    pred = run.rollout(true[0], dataset.val_label.float() / 255, run.config["infer_z"], gen)
     picks = [i for i in STRIP_FRAMES if i < len(true)]
     strip = torch.cat([torch.cat(list(pred[picks]), dim=2), torch.cat(list(true[picks]), dim=2)], dim=1)
     return psnr_per_frame(pred[1:], true[1:]).cpu(), strip.clamp(0, 1).cpu()
+
+
+def compiled(fn, config, device):
+    """fn itself, or with config['compile'] its torch.compile'd copy (on CUDA in 'reduce-overhead' mode: the
+    step replayed as CUDA graphs, since launching many small kernels, not arithmetic, bounds a batch of 2)."""
+    if not config["compile"]:
+        return fn
+    return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
 def check_dataset(config, dataset):
@@ -82,6 +94,8 @@ class Run:
         self.model = model_from_config(self.config).to(self.device)
         self.opt = _optimizer(self.model, self.config)
         self.sched = make_lr_scheduler(self.opt, self.config)
+        self.step_fn = compiled(training_step, self.config, self.device)
+        self.frame_fn = compiled(next_frame, self.config, self.device)
         self.rng = random.Random(self.config["seed"])          # the per-epoch teacher-forcing draw
         self.shuffle_gen = torch.Generator().manual_seed(self.config["seed"])
         self.epoch, self.history = 0, []
@@ -109,10 +123,18 @@ class Run:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.epoch, self.history = state["epoch"], list(state["history"])
 
+    def autocast(self):
+        """bf16 autocast with precision 'bf16' (weights, optimiser state and losses stay float32)."""
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.config["precision"] == "bf16")
+
+    def rollout(self, first_frame, labels, infer_z, generator):
+        """model.rollout with this run's precision and (compiled) frame step; frames come back float32."""
+        with self.autocast():
+            return rollout(self.model, first_frame, labels, infer_z, generator, step=self.frame_fn).float()
+
     def step(self, loss):
-        """One optimiser step on `loss` (the divergence check first, gradient clipping as configured)."""
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"epoch {self.epoch + 1}: loss became {loss.item()}")
+        """One optimiser step on `loss`, gradient clipping as configured. No host sync: a non-finite loss is
+        caught by check_finite a few steps later, and the run stops as diverged."""
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.config["grad_clip"] > 0:
@@ -124,16 +146,44 @@ class Run:
         or one per predicted frame ('frame', fed the true or its own detached previous frame)."""
         c = self.config
         if c["optim_step"] == "clip":
-            losses = training_step(self.model, img, label, beta, teacher_forcing, c["kl_reduction"])
+            eps = posterior_noise(self.model, img)
+            with self.autocast():
+                losses = self.step_fn(self.model, img, label, beta, teacher_forcing, c["kl_reduction"], eps)
             self.step(losses[0])
             return [losses]
         out, prev = [], img[:, 0]
         for t in range(1, img.shape[1]):
-            loss, mse, kl, pred = frame_step(self.model, prev, img[:, t], label[:, t], beta, c["kl_reduction"])
+            with self.autocast():
+                loss, mse, kl, pred = frame_step(self.model, prev, img[:, t], label[:, t], beta, c["kl_reduction"])
             self.step(loss)
             out.append((loss, mse, kl))
             prev = img[:, t] if teacher_forcing else pred.detach()
         return out
+
+    def train_steps(self, batches, beta, teacher_forcing, bar=None):
+        """Optimiser steps over `batches` (B clip starts per row). Returns the sums of (loss, mse, kl) on the
+        device and the number of steps; the host waits for the device only every CHECK_EVERY batches."""
+        c = self.config
+        offsets = torch.arange(c["train_vi_len"], device=self.device)
+        beta_t = torch.tensor(beta, device=self.device)  # a tensor: a compiled step does not recompile per value
+        self.model.train()
+        sums, n_steps = torch.zeros(3, device=self.device), 0
+        for b, starts in enumerate(batches.to(self.device)):
+            idx = starts[:, None] + offsets
+            img = self.dataset.train_img[idx].float() / 255
+            label = self.dataset.train_label[idx].float() / 255
+            for losses in self.train_batch(img, label, beta_t, teacher_forcing):
+                sums += torch.stack(losses).detach().float()
+                n_steps += 1
+            if bar is not None:
+                bar.update(1)
+            if (b + 1) % CHECK_EVERY == 0 or b + 1 == len(batches):
+                mean = (sums / n_steps).tolist()
+                if not math.isfinite(mean[0]):
+                    raise FloatingPointError(f"epoch {self.epoch + 1}: the loss became {mean[0]} by batch {b + 1}")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean[0]:.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
+        return sums, n_steps
 
     def train_epoch(self, progress=False):
         """One epoch of training then validation; returns (and records) its metrics."""
@@ -144,27 +194,18 @@ class Run:
         if c["shuffle"]:
             starts = starts[torch.randperm(len(starts), generator=self.shuffle_gen)]
         n_batches = len(starts) // c["batch_size"]  # drop_last, as the template
-        offsets = torch.arange(c["train_vi_len"])
-        self.model.train()
-        sums, n_steps = {"loss": 0.0, "mse": 0.0, "kl": 0.0}, 0
+        batches = starts[:n_batches * c["batch_size"]].view(n_batches, c["batch_size"])
         lr = self.opt.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        bar = tqdm(range(n_batches), desc=f"epoch {e + 1}/{c['num_epoch']}", leave=False, disable=not progress,
-                   unit="batch", file=sys.stderr)
-        for b in bar:
-            idx = (starts[b * c["batch_size"]:(b + 1) * c["batch_size"], None] + offsets).to(self.device)
-            img = self.dataset.train_img[idx].float() / 255
-            label = self.dataset.train_label[idx].float() / 255
-            for losses in self.train_batch(img, label, beta, teacher_forcing):
-                for k, v in zip(sums, losses):
-                    sums[k] += v.item()
-                n_steps += 1
-            bar.set_postfix(loss=f"{losses[0].item():.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
+        with tqdm(total=n_batches, desc=f"epoch {e + 1}/{c['num_epoch']}", leave=False, disable=not progress,
+                  unit="batch", file=sys.stderr) as bar:
+            sums, n_steps = self.train_steps(batches, beta, teacher_forcing, bar)
         train_s = time.perf_counter() - t0
         self.sched.step()
-        psnr, self.val_strip = validate(self.model, self.dataset, c, e)
+        psnr, self.val_strip = validate(self, e)
         self.epoch += 1
-        metrics = {"epoch": self.epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()},
+        loss, mse, kl = (sums / max(n_steps, 1)).tolist()
+        metrics = {"epoch": self.epoch, "loss": loss, "mse": mse, "kl": kl,
                    "beta": beta, "tfr": teacher_forcing_ratio(e, c), "teacher_forcing": teacher_forcing, "lr": lr,
                    "val_psnr": psnr.mean().item(), "val_psnr_600": psnr[:600].mean().item(),
                    "train_frames_per_s": n_batches * c["batch_size"] * c["train_vi_len"] / max(train_s, 1e-9),

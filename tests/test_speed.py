@@ -1,0 +1,132 @@
+"""The fast training path computes the template's function; the speed benchmark runs and prints its table."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import TINY, write_lab4
+from tune_cvae.config import make_config
+from tune_cvae.model import CVAE, posterior_noise, rollout, training_step
+from tune_cvae.speed import template_step
+from tune_cvae.train import Run, train
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _grads(model):
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+def _close(a, b, rel=1e-5):
+    """Equal to `rel` relative to the tensor's size (element-wise checks fail on values near 0 by rounding)."""
+    return (a - b).norm() <= rel * b.norm() + 1e-12
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_batched_step_equals_the_templates_frame_by_frame_loop(teacher_forcing):
+    """The one intended difference: the pose encoder's BatchNorm normalises over all frames of the batch, not
+    over each frame's 2 clips; with its running statistics (eval mode) the two steps are the same function."""
+    torch.manual_seed(0)
+    model = CVAE(32, 8, 4, 32)
+    model.label_transformation[2].eval()
+    img, label = torch.rand(2, 6, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
+    eps = posterior_noise(model, img)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that changes nothing: the gradients stay readable
+    template_loss = template_step(model, opt, img, label, 0.5, teacher_forcing, grad_clip=1e9,
+                                  eps=eps.unflatten(0, (2, 5)))
+    template_grads = _grads(model)
+    model.zero_grad()
+    loss, _, _ = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch", eps)
+    loss.backward()
+    assert loss.item() == pytest.approx(template_loss, rel=1e-5)
+    assert all(_close(g, t) for g, t in zip(_grads(model), template_grads))
+
+
+def test_noise_drawn_in_one_call_is_the_noise_the_posterior_would_draw():
+    model = CVAE(32, 8, 4, 32)
+    img, label = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
+    torch.manual_seed(3)
+    inside = training_step(model, img, label, 1.0, True, "sum_batch")[0]
+    torch.manual_seed(3)
+    given = training_step(model, img, label, 1.0, True, "sum_batch", posterior_noise(model, img))[0]
+    assert inside.item() == given.item()
+
+
+def test_prior_z_drawn_at_once_equals_drawing_it_frame_by_frame():
+    """A seed gives the rollouts it gave when z was drawn per frame (validation figures stay comparable)."""
+    torch.manual_seed(0)
+    model = CVAE(32, 8, 4, 32).eval()
+    first, labels = torch.rand(3, 32, 64), torch.rand(9, 3, 32, 64)
+    at_once = rollout(model, first, labels, "prior", torch.Generator().manual_seed(4), chunk=4)
+    gen, prev, frames = torch.Generator().manual_seed(4), first[None], [first]
+    with torch.no_grad():
+        for t in range(1, 9):
+            z = torch.randn((1, 4, 32, 64), generator=gen)
+            prev = model.generate(model.frame_transformation(prev), model.label_transformation(labels[t:t + 1]), z,
+                                  prev)
+            frames.append(prev[0])
+    assert torch.allclose(at_once, torch.stack(frames), atol=1e-6)
+
+
+def test_a_diverging_run_is_still_stopped_without_a_check_per_step(short_val):
+    final, run = train({**TINY, "num_epoch": 3, "partial": 0.5, "train_vi_len": 4, "lr": 1e4, "grad_clip": 0.0},
+                       short_val)
+    assert final["diverged"] and final["epoch"] < 3 and final["loss"] != final["loss"]
+
+
+def test_bf16_precision_trains_and_keeps_float32_weights(short_val):
+    final, run = train({**TINY, "num_epoch": 1, "partial": 0.05, "train_vi_len": 4, "precision": "bf16"}, short_val)
+    assert not final["diverged"] and final["val_psnr"] > 5
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())
+
+
+@CUDA
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_compiled_cuda_step_equals_the_eager_step(short_val, teacher_forcing):
+    data = dataclasses.replace(short_val)
+    runs = [Run({**TINY, "train_vi_len": 4, "compile": c}, data, "cuda") for c in (False, True)]
+    idx = torch.arange(4)[None] + torch.tensor([[0], [4]])
+    img = data.train_img[idx].cuda().float() / 255
+    label = data.train_label[idx].cuda().float() / 255
+    beta = torch.tensor(0.5, device="cuda")
+    eps = posterior_noise(runs[0].model, img)
+    out = []
+    for run in runs:
+        run.model.load_state_dict(runs[0].model.state_dict())
+        run.model.zero_grad()
+        for _ in range(2):  # the second call replays the captured graph
+            run.model.zero_grad()
+            loss = run.step_fn(run.model, img, label, beta, teacher_forcing, "sum_batch", eps)[0]
+            loss.backward()
+        out.append((loss.item(), _grads(run.model)))
+    assert out[1][0] == pytest.approx(out[0][0], rel=1e-5)
+    assert all(_close(g, t) for g, t in zip(out[1][1], out[0][1]))
+
+
+def test_speed_benchmark_prints_its_table(tmp_path):
+    """On a LAB4 folder of another image size with a 12-frame validation video (the rollout's length)."""
+    data = write_lab4(tmp_path / "lab4", size=(48, 96), n_train=64, n_val=12)
+    out = subprocess.run([sys.executable, "-m", "tune_cvae.bench", "speed", "--model", "small", "--data",
+                          str(data), "--reps", "1", "--min-seconds", "0", "--threads", "1",
+                          "--json", str(tmp_path / "speed.json")], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "training, teacher forcing on" in out.stdout and "rollout of 12 frames" in out.stdout
+    table = json.loads((tmp_path / "speed.json").read_text())["table"]
+    assert [row["what"] for row in table] == ["training, teacher forcing on", "training, teacher forcing off",
+                                              "rollout of 12 frames"]
+    assert all(row["project"] > 0 and row["template_loop"] > 0 and row["ratio"] > 0 for row in table)
+
+
+def test_speed_benchmark_refuses_a_bad_flag_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "tune_cvae.bench", "speed", "--reps", "0"], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and out.stderr.strip() == "error: --reps 0: must be at least 1"
+
+
+def test_config_knows_precision_and_compile():
+    assert make_config({"precision": "bf16", "compile": True})["precision"] == "bf16"
+    with pytest.raises(Exception, match="precision"):
+        make_config({"precision": "fp16"})

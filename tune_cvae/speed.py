@@ -1,0 +1,213 @@
+"""The speed benchmark (`python -m tune_cvae.bench speed`) and its yardstick, a faithful re-creation of the course
+template's training and validation loops, which is also the reference the project's batched step must equal.
+"""
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from tune_cvae import say
+from tune_cvae.config import make_config
+from tune_cvae.data import IMG_H, IMG_W, load_dataset, paired_frames
+from tune_cvae.model import kl_divergence, model_from_config
+from tune_cvae.synthetic import resolve_data_dir
+from tune_cvae.train import Run, pick_device
+
+BATCH, CLIP = 2, 16  # the template's batch size and clip length
+
+
+class TemplateClips(torch.utils.data.Dataset):
+    """The template's Dataset_Dance: clip i is frames i*T .. i*T+T-1 of the sorted training list, each PNG opened,
+    resized to 32x64 and made a tensor in __getitem__, so every epoch decodes every file again."""
+
+    def __init__(self, root, vi_len=CLIP):
+        from torchvision import transforms
+        self.imgs, self.labels = paired_frames(Path(root) / "train/train_img", Path(root) / "train/train_label")
+        self.vi_len = vi_len
+        self.transform = transforms.Compose([transforms.Resize((IMG_H, IMG_W)), transforms.ToTensor()])
+
+    def __len__(self):
+        return len(self.imgs) // self.vi_len
+
+    def _load(self, entry):
+        return self.transform(Image.open(entry.path).convert("RGB"))
+
+    def __getitem__(self, i):
+        part = slice(i * self.vi_len, (i + 1) * self.vi_len)
+        return (torch.stack([self._load(e) for e in self.imgs[part]]),
+                torch.stack([self._load(e) for e in self.labels[part]]))
+
+
+def template_step(model, opt, img, label, beta, teacher_forcing, grad_clip=1.0, eps=None):
+    """The template's training_one_step: frame by frame, the previous and the current frame each encoded, the
+    per-frame losses added up (divided by the frame count here, so it is the project's loss), one backward,
+    clipping, one Adam step, and the loss read back for the progress bar. `eps` (B, T-1, N, H, W): the noise."""
+    img, label = img.transpose(0, 1), label.transpose(0, 1)  # (T, B, 3, H, W)
+    loss, prev = 0.0, img[0]
+    for i in range(1, len(img)):
+        label_feat = model.label_transformation(label[i])
+        z, mu, logvar = model.Gaussian_Predictor(model.frame_transformation(img[i]), label_feat,
+                                                 None if eps is None else eps[:, i - 1])
+        out = model.generate(model.frame_transformation(prev), label_feat, z, prev)
+        loss = loss + F.mse_loss(out, img[i]) + beta * kl_divergence(mu, logvar, "sum_batch")
+        prev = img[i] if teacher_forcing else out.detach()
+    loss = loss / (len(img) - 1)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def template_rollout(model, first, labels):
+    """The template's val_one_step: per frame the pose and the previous frame encoded, z drawn, a frame made."""
+    model.eval()
+    prev, frames = first[None], [first]
+    for i in range(1, len(labels)):
+        z = torch.randn(1, model.N_dim, IMG_H, IMG_W, device=labels.device)
+        prev = model.generate(model.frame_transformation(prev), model.label_transformation(labels[i:i + 1]), z, prev)
+        frames.append(prev[0])
+    return torch.stack(frames)
+
+
+MODELS = {"template": {}, "small": {"F_dim": 32, "L_dim": 16, "N_dim": 4, "D_out_dim": 48}}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def frames_per_s(fn, frames, device, reps, min_s):
+    """`fn` handles `frames` frames per call: one warm-up call, then `reps` repetitions of enough calls to last
+    `min_s` seconds; the median repetition's frames per second."""
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    calls = max(1, math.ceil(min_s / max(time.perf_counter() - t0, 1e-3)))
+    rates = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        _sync(device)
+        rates.append(calls * frames / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def _looped(iterable_factory):
+    """An endless iterator over a re-created iterable (a DataLoader's epochs, a list of batches)."""
+    while True:
+        yield from iterable_factory()
+
+
+def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, reps, min_s, config=None):
+    """(project frames/s, template-loop frames/s) of `steps` optimiser steps per call, same model and batch."""
+    config = make_config({**MODELS[model], "batch_size": BATCH, "train_vi_len": CLIP, "seed": 0, **(config or {})})
+    run = Run(config, dataset, device)
+    starts = dataset.clip_starts(CLIP, 1.0)
+    batches = _looped(lambda: starts[torch.randperm(len(starts))[:len(starts) // BATCH * BATCH]].view(-1, BATCH))
+    project = frames_per_s(lambda: run.train_steps(torch.stack([next(batches) for _ in range(steps)]), 0.5,
+                                                   teacher_forcing), steps * BATCH * CLIP, device, reps, min_s)
+    torch.manual_seed(0)
+    tmodel = model_from_config(config).to(device)
+    opt = torch.optim.Adam(tmodel.parameters(), lr=config["lr"])
+    loader = torch.utils.data.DataLoader(TemplateClips(data_dir), batch_size=BATCH, shuffle=True, drop_last=True,
+                                         num_workers=min(4, max(1, (os.cpu_count() or 2) // 2)),
+                                         persistent_workers=True)
+    clips = _looped(lambda: loader)
+
+    def template_calls():
+        tmodel.train()
+        for _ in range(steps):
+            img, label = next(clips)
+            template_step(tmodel, opt, img.to(device), label.to(device), 0.5, teacher_forcing)
+
+    return project, frames_per_s(template_calls, steps * BATCH * CLIP, device, reps, min_s)
+
+
+def measure_rollout(dataset, model, device, reps, config=None):
+    """(project, template) seconds of one rollout of the validation video, median of `reps` after a warm-up."""
+    run = Run(make_config({**MODELS[model], "seed": 0, **(config or {})}), dataset, device)
+    first, labels = run.dataset.val_img[0].float() / 255, run.dataset.val_label.float() / 255
+    gen = torch.Generator(run.device).manual_seed(0)
+    frames = len(labels) - 1
+    project = frames_per_s(lambda: run.rollout(first, labels, "prior", gen), frames, run.device, reps, 0)
+    template = frames_per_s(lambda: template_rollout(run.model, first, labels), frames, run.device, reps, 0)
+    return frames / project, frames / template
+
+
+def _packed_worker(data_dir, model, seconds, start_at, threads, queue):
+    """One of N trials sharing a GPU: training without teacher forcing (most epochs of a real trial) for
+    `seconds` from the wall-clock time `start_at`; puts its frames per second."""
+    torch.set_num_threads(threads)
+    dataset = load_dataset(data_dir, progress=False)
+    run = Run(make_config({**MODELS[model], "batch_size": BATCH, "train_vi_len": CLIP}), dataset, "cuda")
+    starts = dataset.clip_starts(CLIP, 1.0)[:20 * BATCH].view(-1, BATCH)
+    run.train_steps(starts[:2], 0.5, False)
+    _sync(run.device)
+    time.sleep(max(0.0, start_at - time.time()))
+    t0, frames = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        run.train_steps(starts, 0.5, False)
+        frames += starts.numel() * CLIP
+    _sync(run.device)
+    queue.put(frames / (time.perf_counter() - t0))
+
+
+def measure_packed(data_dir, model, n, seconds=20):
+    """Total training frames/s of n processes sharing one GPU (torch threads split between them)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // n)
+    start_at = time.time() + 30 + 5 * n  # after every process has loaded the data and warmed up
+    procs = [ctx.Process(target=_packed_worker, args=(data_dir, model, seconds, start_at, threads, queue))
+             for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    rates = [queue.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return sum(rates)
+
+
+def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=None, threads=None, packed=(1, 2, 4, 8)):
+    """The speed table (a DataFrame) and the facts that go with it (machine, torch, threads, date)."""
+    device = pick_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    data_dir = resolve_data_dir(data)
+    dataset = load_dataset(data_dir, progress=False)
+    steps = steps or (20 if device.type == "cuda" else 1)
+    rows = []
+    for tf in (True, False):
+        say(f"training, teacher forcing {'on' if tf else 'off'}: the project's path, then the template's loop")
+        project, template = measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s)
+        rows.append({"what": f"training, teacher forcing {'on' if tf else 'off'}", "unit": "frames/s",
+                     "project": project, "template_loop": template, "ratio": project / template})
+    say("rollout of the validation video: the project's, then the template's")
+    project, template = measure_rollout(dataset, model, device, reps)
+    rows.append({"what": f"rollout of {len(dataset.val_img)} frames", "unit": "s", "project": project,
+                 "template_loop": template, "ratio": template / project})
+    if device.type == "cuda":
+        one = None
+        for n in packed:
+            say(f"{n} trial(s) sharing the GPU, no teacher forcing")
+            total = measure_packed(data_dir, model, n)
+            one = one or total
+            rows.append({"what": f"{n} trials sharing the GPU, no teacher forcing (total)", "unit": "frames/s",
+                         "project": total, "template_loop": float("nan"), "ratio": total / one})
+    facts = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+             or platform.machine(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "model": model, "batch": BATCH,
+             "clip": CLIP, "data": str(data_dir), "steps_per_call": steps, "reps": reps}
+    return pd.DataFrame(rows), facts
