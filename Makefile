@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast bench-quality venv
+.PHONY: demo test test-fast bench-quality bench-speed venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -29,3 +29,8 @@ test-fast: $(VENV)/.installed
 # budget and against repeating the first frame (about 30 minutes on 2 CPU cores; see docs/QUALITY.md)
 bench-quality: $(VENV)/.installed
 	$(PY) -m tune_cvae.bench quality
+
+# training and rollout speed of the project's path against the template's loop re-created, same data and model
+# (add ARGS="--device cuda" on a GPU machine: it also measures 1, 2, 4 and 8 trials sharing the GPU)
+bench-speed: $(VENV)/.installed
+	$(PY) -m tune_cvae.bench speed $(ARGS)

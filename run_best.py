@@ -9,12 +9,12 @@ import json
 
 import yaml
 
-from tune_cvae import UserError, fail
+from tune_cvae import HelpFormatter, UserError, fail
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--experiment", default=None,
                    help="experiment folder of run_search.py (default: the newest under --storage)")
     p.add_argument("--storage", default="ray_results", help="where to look for the newest experiment")

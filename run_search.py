@@ -6,12 +6,12 @@ Optuna's TPE and ASHA.
 import argparse
 import sys
 
-from tune_cvae import UserError, fail
+from tune_cvae import HelpFormatter, UserError, fail
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--space", default="kl_tfr.yaml",
                    help="search space: a file name in search_spaces/ (kl_tfr.yaml, demo.yaml, smoke.yaml) or a path")
     p.add_argument("--data", dest="data_dir", metavar="DIR", default=None,
@@ -32,8 +32,8 @@ def main(argv=None):
                    help="join an existing Ray cluster (e.g. auto or HOST:6379); RAY_ADDRESS is honoured too")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
-    p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
-                   help="do not start the Ray dashboard of a local session")
+    p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="serve Ray's dashboard of a local session on http://127.0.0.1:8265")
     args = p.parse_args(argv)
     for flag in ("samples", "max_epochs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:

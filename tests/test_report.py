@@ -1,6 +1,7 @@
 """Trial tables from an experiment folder's files (no Ray needed)."""
 
 import pandas as pd
+import pytest
 
 from helpers import make_experiment
 from tune_cvae import report
@@ -26,3 +27,65 @@ def test_winner_skips_errored_and_nan(tmp_path):
     exp = make_experiment(tmp_path)
     _, row, trial_dir = winner(exp)
     assert row["trial_id"] == "a1" and trial_dir.name == "trial_a1"  # c3 was better, then went NaN
+
+
+REPORT_FILES = ["tfr.png", "kl_types.png", "psnr_per_frame.png", "importance.png", "importance.csv", "parallel.png",
+                "asha.png", "index.html", "index.md"]
+
+
+def test_a_search_leaves_every_report_file(smoke):
+    report.write(smoke)
+    out = smoke / "report"
+    missing = [name for name in REPORT_FILES if not (out / name).is_file()]
+    assert not missing
+    for name in REPORT_FILES:
+        if name.endswith(".png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (out / "index.html").read_text()
+    assert all(f"src='{name}'" in html for name in REPORT_FILES if name.endswith(".png"))
+    table = pd.read_csv(smoke / "trials.csv")
+    assert all(f"href='../{d}/'" in html for d in table.trial_dir)  # every trial links to its folder
+    importance = pd.read_csv(out / "importance.csv")
+    assert set(importance.parameter) <= {"kl_anneal_type", "kl_anneal_cycle", "tfr_d_step", "lr"}
+    assert abs(importance.importance.sum() - 1) < 1e-6
+
+
+def test_index_md_shows_the_numbers_of_trials_csv(smoke):
+    report.write(smoke)
+    table = pd.read_csv(smoke / "trials.csv", keep_default_na=False)
+    rows = [line.split("|")[1:-1] for line in (smoke / "report" / "index.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| rank")]
+    by_id = {cells[1].strip(): [c.strip() for c in cells] for cells in rows if len(cells) == len(table.columns) - 1}
+    assert set(by_id) == set(table.trial_id)
+    columns = [c for c in table.columns if c != "trial_dir"]
+    for _, row in table.iterrows():
+        for col, cell in zip(columns, by_id[row.trial_id]):
+            if _number(cell) is not None and _number(row[col]) is not None:
+                assert _number(cell) == pytest.approx(_number(row[col]), rel=5e-4), (row.trial_id, col)
+            else:
+                assert cell == str(row[col]), (row.trial_id, col)
+
+
+def _number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def test_small_values_keep_their_significant_digits(tmp_path):
+    exp = make_experiment(tmp_path)
+    (exp / "trial_a1" / "params.json").write_text('{"kl_anneal_type": "None", "lr": 0.00017, "num_epoch": 3}')
+    report.write(exp)
+    assert "| 0.00017 |" in (exp / "trials.md").read_text()
+    assert "0.00017" in (exp / "report" / "index.html").read_text()
+    table = pd.read_csv(exp / "trials.csv")
+    assert table.set_index("trial_id").loc["a1", "best_epoch"] == 3
+
+
+def test_the_report_of_a_search_without_usable_trials_is_the_table_alone(tmp_path):
+    exp = make_experiment(tmp_path)
+    for d in ("trial_a1", "trial_b2", "trial_c3"):
+        (exp / d / "error.txt").write_text("boom")
+    report.write(exp)
+    assert sorted(p.name for p in (exp / "report").iterdir()) == ["index.html", "index.md"]

@@ -162,7 +162,8 @@ def test_a_trial_ended_right_after_its_report_keeps_every_tensorboard_record(tmp
     assert proc.returncode == 0, proc.stderr
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
-    assert [e.step for e in events.Images("val/pred_top_true_bottom")] == list(range(1, 21))
+    from tune_cvae.trainable import STRIP_TAG
+    assert [e.step for e in events.Images(STRIP_TAG)] == list(range(1, 21))
     assert len(events.Scalars("cvae/val_psnr")) == 20
 
 

@@ -53,9 +53,13 @@ def test_trials_ran_on_both_nodes_from_the_shared_dataset(smoke):
     assert len(nodes) == 2
 
 
-def test_tensorboard_logs_and_optuna_study_in_the_experiment_folder(smoke):
+def test_tensorboard_has_one_run_per_trial_named_by_its_values_and_the_optuna_study(smoke):
     for trial_dir in smoke.glob("trial_*"):
-        assert list((trial_dir / "tensorboard").glob("events.out.tfevents.*")), trial_dir
+        runs = {p.parent for p in trial_dir.rglob("events.out.tfevents.*")}
+        assert len(runs) == 1, runs  # the trainable's; Ray's own TensorBoard logger is off
+        run, = runs
+        params = json.loads((trial_dir / "params.json").read_text())
+        assert run.name.startswith(trial_dir.name.removeprefix("trial_")) and f"lr={params['lr']:.3g}" in run.name
     storage = JournalStorage(JournalFileBackend(str(smoke / "optuna.journal")))
     study = optuna.load_study(study_name="smoke", storage=storage)
     assert len(study.trials) == len(pd.read_csv(smoke / "trials.csv"))
@@ -91,6 +95,22 @@ def test_gpu_over_request_fails_before_any_trial(ray_cluster, builtin_root, tmp_
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --gpus 4: Ray sees 0 GPU")
     assert "Traceback" not in proc.stderr and not (tmp_path / "rr").exists()
+
+
+def test_the_console_shows_one_status_table_and_the_next_command(ray_cluster, builtin_root, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--samples", "3", "--data",
+                           str(builtin_root), "--storage", str(tmp_path), "--name", "c"], env=env,
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Trial status" not in proc.stdout and "Trial train_trial" not in proc.stdout  # no Ray boxes
+    tables = proc.stdout.count("trials started:")
+    assert tables >= 3  # one as each trial ended
+    header = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("trial_id"))
+    assert all(col in header for col in ("status", "last val_psnr", "best val_psnr", "kl_anneal_type", "lr"))
+    assert "stopped early (ASHA, epoch" in proc.stdout or "finished" in proc.stdout
+    assert f"next: python run_best.py --experiment {tmp_path / 'c'}" in proc.stderr
+    assert (tmp_path / "c" / "report" / "index.html").is_file()
 
 
 def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path):

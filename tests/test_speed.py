@@ -20,9 +20,11 @@ def _grads(model):
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
-def _close(a, b, rel=1e-5):
-    """Equal to `rel` relative to the tensor's size (element-wise checks fail on values near 0 by rounding)."""
-    return (a - b).norm() <= rel * b.norm() + 1e-12
+def _same_grads(got, want, rel=1e-5):
+    """Each tensor within `rel` of its own size; a gradient that is zero in exact arithmetic (the pose encoder's
+    conv bias, which BatchNorm cancels) is rounding noise, so each is also allowed rel of 1e-3 of the whole."""
+    whole = torch.cat([w.flatten() for w in want]).norm()
+    return all((g - w).norm() <= rel * max(w.norm(), 1e-3 * whole) for g, w in zip(got, want))
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
@@ -42,7 +44,24 @@ def test_batched_step_equals_the_templates_frame_by_frame_loop(teacher_forcing):
     loss, _, _ = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch", eps)
     loss.backward()
     assert loss.item() == pytest.approx(template_loss, rel=1e-5)
-    assert all(_close(g, t) for g, t in zip(_grads(model), template_grads))
+    assert _same_grads(_grads(model), template_grads)
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_a_step_in_pieces_equals_the_step_at_once(teacher_forcing):
+    """The CPU path runs the batched modules on a few frames at a time (faster in cache): the same function."""
+    torch.manual_seed(0)
+    model = CVAE(32, 8, 4, 32)
+    img, label = torch.rand(2, 6, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
+    eps = posterior_noise(model, img)
+    out = []
+    for chunk in (None, 3):
+        model.zero_grad()
+        loss = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch", eps, chunk)[0]
+        loss.backward()
+        out.append((loss.item(), _grads(model)))
+    assert out[1][0] == pytest.approx(out[0][0], rel=1e-5)
+    assert _same_grads(out[1][1], out[0][1])
 
 
 def test_noise_drawn_in_one_call_is_the_noise_the_posterior_would_draw():
@@ -103,7 +122,7 @@ def test_compiled_cuda_step_equals_the_eager_step(short_val, teacher_forcing):
             loss.backward()
         out.append((loss.item(), _grads(run.model)))
     assert out[1][0] == pytest.approx(out[0][0], rel=1e-5)
-    assert all(_close(g, t) for g, t in zip(out[1][1], out[0][1]))
+    assert _same_grads(out[1][1], out[0][1])
 
 
 def test_speed_benchmark_prints_its_table(tmp_path):

@@ -1,5 +1,16 @@
 """tune_cvae: hyperparameter search for the Lab4 conditional-VAE video predictor."""
+import argparse
 import sys
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends a flag's default to its help unless the help already names it, or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
 
 
 class UserError(Exception):

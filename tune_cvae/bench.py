@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from tune_cvae import UserError, fail, say
+from tune_cvae import HelpFormatter, UserError, fail, say
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SEARCH = ["--space", "demo.yaml"]  # what `make demo` runs (keep in step with the Makefile)
@@ -91,10 +91,10 @@ def quality(seed=7, out="bench_quality", train_frames=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tune_cvae.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("speed", help="training and rollout speed: the project's path against the template's loop",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     s.add_argument("--model", choices=["template", "small"], default="template",
                    help="template: the template's sizes (F 128, L 32, N 12, D 192); small: F 32, L 16, N 4, D 48")
@@ -106,7 +106,7 @@ def main(argv=None):
     s.add_argument("--min-seconds", type=float, default=2.0, help="shortest timed repetition of training")
     s.add_argument("--json", default=None, help="also write the table and the facts to this JSON file")
     q = sub.add_parser("quality", help="winner vs default configuration vs repeating the first frame, unseen data",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     q.add_argument("--seed", type=int, default=7, help="seed of the generated dataset (the spaces were tuned on 0)")
     q.add_argument("--train-frames", type=int, default=None, help="training frames of that dataset (default: "
                                                                   "the built-in size)")

@@ -6,7 +6,9 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from tune_cvae import UserError, say
 from tune_cvae.config import ConfigError, make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.predict import predict_tests, score, write_gifs, write_submission
+from tune_cvae import report
 from tune_cvae.report import USABLE, collect, plot_psnr, trial_results
 from tune_cvae.space import SEARCH_FILE, read_search
 from tune_cvae.train import load_checkpoint, pick_device, save_checkpoint, train, validate
@@ -66,6 +69,11 @@ def retrain(config, dataset, device, seeds, state=None):
     bests, first, kept = [], None, {}
 
     def keep_best(metrics, run):
+        if not TERMINAL:  # no progress bars in a log file: one line per epoch instead
+            say(f"  epoch {metrics['epoch']}/{run.config['num_epoch']}: val_psnr {metrics['val_psnr']:.2f} dB, "
+                f"loss {metrics['loss']:.4g}, {metrics['epoch_s']:.0f} s")
+        if run.config["seed"] != config["seed"]:
+            return
         if metrics["val_psnr"] > kept.get("val_psnr", -math.inf):
             kept.update(val_psnr=metrics["val_psnr"], epoch=metrics["epoch"],
                         model={k: v.detach().clone() for k, v in run.model.state_dict().items()})
@@ -74,8 +82,8 @@ def retrain(config, dataset, device, seeds, state=None):
         cfg = {**config, "seed": config["seed"] + k}
         say(f"retraining with seed {cfg['seed']} ({k + 1}/{seeds}) for {cfg['num_epoch']} epochs on {device}, "
             f"{torch.get_num_threads()} torch thread(s)")
-        final, run = train(cfg, dataset, device, state if k == 0 else None, keep_best if k == 0 else None,
-                           progress=True)
+        with stage(f"retraining with seed {cfg['seed']}"):
+            final, run = train(cfg, dataset, device, state if k == 0 else None, keep_best, progress=TERMINAL)
         if final.get("diverged"):
             raise UserError(f"the winner's configuration diverged when retrained with seed {cfg['seed']}")
         bests.append(final["best_val_psnr"])
@@ -157,7 +165,8 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
     data_root = Path(data_dir or search.data_dir)
     if not data_root.is_dir():
         raise UserError(f"{data_root}: the search's dataset is gone; pass --data with its new location")
-    dataset = load_dataset(data_root)
+    with stage("loading the data"):
+        dataset = load_dataset(data_root, progress=TERMINAL)
     config["num_epoch"] = epochs or config["num_epoch"]
     state = None
     if from_checkpoint:
@@ -171,10 +180,12 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
         if state is None:
             compare_with_trial(trial_dir, params, run, space.metric, changed=bool(overrides))
         say(f"submitting the weights of epoch {kept['epoch']} of {run.epoch} (the best val_psnr of the retraining)")
-        psnr = write_validation(tmp, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
-                                                         f"retrained, epoch {kept['epoch']}")
+        with stage("validation rollout"):
+            psnr = write_validation(tmp, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
+                                                             f"retrained, epoch {kept['epoch']}")
         z = infer_z or run.config["infer_z"]
-        write_predictions(tmp, run, z, kept["epoch"])
+        with stage(f"test rollouts, submission.csv and GIFs of {run.dataset.test_first.shape[0]} videos"):
+            write_predictions(tmp, run, z, kept["epoch"])
         summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]), "searched": searched,
                    "overrides": overrides,
                    "epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,
@@ -183,9 +194,25 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
                              "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0}}
         truth = data_root / "test_truth"
         if truth.is_dir():
-            summary["score"] = score(tmp / "submission.csv", truth)
+            with stage("scoring against test_truth/"):
+                summary["score"] = score(tmp / "submission.csv", truth)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if out == exp / "best":  # the report shows the retrained winner's PSNR per frame
+        with stage(f"report {exp / 'report' / 'index.html'}"):
+            report.write(exp)
     return out, summary
+
+
+TERMINAL = sys.stderr.isatty()  # progress bars on a terminal; a log file gets one line per stage
+
+
+@contextlib.contextmanager
+def stage(what):
+    """One line when a stage of run_best ends, with its duration."""
+    t0 = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - t0
+    say(f"{what}: {seconds:.1f} s" if seconds < 120 else f"{what}: {seconds / 60:.1f} min")
 
 
 def check_out(out):

@@ -181,22 +181,24 @@ def posterior_noise(model, img):
     return torch.randn((B * (T - 1), model.N_dim, H, W), device=img.device)
 
 
-def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=None):
+def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=None, chunk=None):
     """Loss over one batch of clips (B, T, 3, H, W) in [0, 1]: mean over frames 1..T-1 of MSE + beta * KL.
 
     With teacher forcing every frame's input is known in advance, so all frames go through the network as
     one batch; without it the decoder path runs frame by frame on the model's own (detached) predictions.
     The posterior and pose features never depend on predictions, so they are always batched. `eps` is the
-    posterior's noise (posterior_noise), drawn inside when not given.
+    posterior's noise (posterior_noise), drawn here when not given. `chunk`: frames per piece of the batched
+    modules (same values; see cpu_chunk); None = all at once.
     """
     B, T = img.shape[:2]
-    frame_feat = model.frame_transformation(_flat(img)).unflatten(0, (B, T))
-    label_feat = model.label_transformation(_flat(label[:, 1:])).unflatten(0, (B, T - 1))
-    z, mu, logvar = model.Gaussian_Predictor(_flat(frame_feat[:, 1:]), _flat(label_feat), eps)
+    eps = posterior_noise(model, img) if eps is None else eps
+    frame_feat = _pieces(model.frame_transformation, chunk, _flat(img)).unflatten(0, (B, T))
+    label_feat = model.label_transformation(_flat(label[:, 1:])).unflatten(0, (B, T - 1))  # BatchNorm: whole batch
+    z, mu, logvar = _pieces(model.Gaussian_Predictor, chunk, _flat(frame_feat[:, 1:]), _flat(label_feat), eps)
     z = z.unflatten(0, (B, T - 1))
     if teacher_forcing:
-        pred = model.generate(_flat(frame_feat[:, :-1]), _flat(label_feat), _flat(z),
-                              _flat(img[:, :-1])).unflatten(0, (B, T - 1))
+        pred = _pieces(model.generate, chunk, _flat(frame_feat[:, :-1]), _flat(label_feat), _flat(z),
+                       _flat(img[:, :-1])).unflatten(0, (B, T - 1))
     else:
         preds, prev, prev_feat = [], img[:, 0], frame_feat[:, 0]
         for t in range(T - 1):
@@ -210,6 +212,22 @@ def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=No
     # frames are flattened into the batch, so either reduction gives the mean over frames of the per-frame KL
     kl = kl_divergence(mu, logvar, kl_reduction)
     return mse + beta * kl, mse, kl
+
+
+def _pieces(fn, chunk, *xs):
+    """fn applied to the inputs' first dimension in pieces of `chunk` and concatenated (None: at once)."""
+    if not chunk or xs[0].shape[0] <= chunk:
+        return fn(*xs)
+    outs = [fn(*parts) for parts in zip(*(x.split(chunk) for x in xs))]
+    return tuple(map(torch.cat, zip(*outs))) if isinstance(outs[0], tuple) else torch.cat(outs)
+
+
+def cpu_chunk(config):
+    """Frames per piece of a batched training step on a CPU: activations of about 6144 frame-channels at the
+    widest layer (8 frames for the template model, whose 30-frame batch ran 1.37x slower than 8-frame pieces
+    on 2 cores; docs/PERFORMANCE.md). GPUs take the whole batch."""
+    widest = 4 * max(config["F_dim"] + config["L_dim"] + config["N_dim"], config["D_out_dim"])
+    return max(1, 6144 // widest)
 
 
 def frame_step(model, prev, img, label, beta, kl_reduction):
@@ -244,7 +262,8 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     for start in range(1, T, chunk):
         label_feat = model.label_transformation(labels[start:start + chunk])
         for i in range(label_feat.shape[0]):
-            prev = step(model, prev, label_feat[i:i + 1], zs[start - 1 + i:start + i])
+            # a copy: a compiled step replayed as a CUDA graph overwrites its output at the next replay
+            prev = step(model, prev, label_feat[i:i + 1], zs[start - 1 + i:start + i]).clone()
             frames.append(prev[0])
     return torch.stack(frames)
 

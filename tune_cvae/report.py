@@ -1,19 +1,31 @@
-"""Trial comparison tables of an experiment folder: trials.csv, trials.md, trials.html, summary by KL type.
+"""The report of a search: trials.csv/.md/.html and report/ (the lab's figures, index.html and index.md).
 
     python -m tune_cvae.report EXPERIMENT_DIR
 
-Reads only files (search.yaml, each trial's params.json, result.json, error.txt), so it works while a search
-runs, after it, and without Ray.
+Reads only files (search.yaml, each trial's params.json, result.json, error.txt, the Optuna journal, run_best's
+best/ folder), so it works while a search runs, after it, and without Ray.
 """
 import argparse
 import json
 import math
 from pathlib import Path
 
-import pandas as pd
+from tune_cvae import HelpFormatter, UserError, fail
 
-from tune_cvae import UserError, fail
-from tune_cvae.space import read_search
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m tune_cvae.report", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("experiment", help="experiment folder (e.g. ray_results/kl_tfr-20261125-101500)")
+    return p
+
+
+if __name__ == "__main__":
+    _parser().parse_args()  # --help and flag mistakes answer here, before pandas loads
+
+import pandas as pd  # noqa: E402
+
+from tune_cvae.space import read_search  # noqa: E402
 
 
 def trial_results(trial_dir):
@@ -76,7 +88,8 @@ def collect(exp_dir):
         if "kl_anneal_type" not in space.params:
             row["kl_anneal_type"] = config.get("kl_anneal_type", "Cyclical")
         best = (max(values) if mode == "max" else min(values)) if values else float("nan")
-        row.update({"epochs": epochs, f"best_{metric}": best, f"last_{metric}": last.get(metric, float("nan")),
+        best_epoch = next((int(r["epoch"]) for r in results if r.get(metric) == best), None) if values else None
+        row.update({"epochs": epochs, "best_epoch": best_epoch, f"best_{metric}": best, f"last_{metric}": last.get(metric, float("nan")),
                     "val_psnr_600": last.get("val_psnr_600", float("nan")),
                     "wall_s": round(last.get("time_total_s", 0.0), 1), "trial_dir": trial_dir.name})
         if metric != "val_psnr":
@@ -99,7 +112,8 @@ def summary(table, metric):
 
 
 def _fmt(v):
-    return "" if math.isnan(v) else f"{v:.3f}"
+    """Four significant digits, not fixed decimals: an lr of 0.00017 stays 0.00017."""
+    return "" if math.isnan(v) else f"{v:.4g}"
 
 
 def _markdown(df):
@@ -124,7 +138,134 @@ def write(exp_dir):
         f"<h1>Trials of {exp_dir.name}</h1>{table.to_html(index=False, float_format=_fmt, na_rep='')}"
         f"<h2>By KL-annealing type ({metric})</h2>{by_type.to_html(index=False, float_format=_fmt, na_rep='')}"
         f"</body></html>\n")
+    lab_report(exp_dir, table)
     return table
+
+
+def _figures(exp_dir, table, out):
+    """Draw every figure the experiment's files allow; returns [(title, file name, (reading, reading))]."""
+    from tune_cvae import figures
+    space = read_search(exp_dir).space
+    metric, col = space.metric, f"best_{space.metric}"
+    usable = table[table.status.isin(USABLE)]
+    if usable.empty:
+        return []
+    results = {d: trial_results(exp_dir / d) for d in table.trial_dir}
+    best = usable.iloc[0]
+    sections = [("Teacher forcing and the KL weight", "tfr.png",
+                 figures.tfr(results[best.trial_dir], best.trial_id, out / "tfr.png"))]
+    by_type = {}
+    for kl_type in usable.kl_anneal_type.drop_duplicates():  # the table is ranked: the best type comes first
+        group = usable[usable.kl_anneal_type == kl_type]
+        top = group.iloc[0]
+        by_type[kl_type] = (top.trial_id, results[top.trial_dir], top[col], int((table.kl_anneal_type == kl_type)
+                            .sum()), int((group.status == "finished").sum()))
+    sections.append(("KL-annealing types", "kl_types.png",
+                     figures.kl_types(by_type, out / "kl_types.png", metric, space.max_epochs)))
+    psnr, source = _psnr_per_frame(exp_dir, best)
+    if psnr is not None:
+        sections.append(("Validation PSNR per frame", "psnr_per_frame.png",
+                         figures.psnr_per_frame(psnr, source, out / "psnr_per_frame.png")))
+    found = importances(exp_dir, table, metric)
+    if found:
+        values, n = found
+        pd.DataFrame({"parameter": list(values), "importance": list(values.values())}).to_csv(
+            out / "importance.csv", index=False)
+        sections.append(("Parameter importance", "importance.png",
+                         figures.importance(values, "PED-ANOVA evaluator", n, out / "importance.png")))
+    log_params = {name for name, p in space.params.items() if p.get("log")}
+    sections.append(("Searched values", "parallel.png",
+                     figures.parallel(table, list(space.params), log_params, metric, out / "parallel.png")))
+    curves = []
+    for row in table.itertuples():
+        points = [(r["epoch"], r[metric]) for r in results[row.trial_dir] if not _nan(r.get(metric))]
+        if points:
+            curves.append((row.trial_id, row.status, [e for e, _ in points], [v for _, v in points]))
+    rungs = []
+    rung = space.grace_period
+    while rung < space.max_epochs:
+        rungs.append(rung)
+        rung *= space.reduction_factor
+    sections.append(("Early stopping (ASHA)", "asha.png",
+                     figures.asha(curves, metric, rungs, space.max_epochs, out / "asha.png")))
+    return sections
+
+
+def _psnr_per_frame(exp_dir, best):
+    """The winner's per-frame validation PSNR: run_best.py's retraining when it ran, else the best trial's last
+    validation; (None, None) when neither is on disk."""
+    for path, source in ((exp_dir / "best" / "val_psnr_per_frame.csv", "run_best.py's retrained winner"),
+                         (exp_dir / best.trial_dir / "val_psnr_per_frame.csv",
+                          f"best trial {best.trial_id}, its last validation")):
+        if path.is_file():
+            return pd.read_csv(path)["psnr"].tolist(), source
+    return None, None
+
+
+def importances(exp_dir, table, metric):
+    """Optuna's parameter importances (PED-ANOVA: needs no extra package) over every trial of the study with a
+    finite best value, valued at it (a trial ASHA stopped counts at its best epoch, a lower budget: ASHA leaves
+    too few finished trials in a small search); ({parameter: importance}, trials), or None below 2 trials."""
+    journal = Path(exp_dir) / "optuna.journal"
+    if not journal.is_file():
+        return None
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(journal))))
+    best = dict(zip(table.trial_id.astype(str), table[f"best_{metric}"]))
+    valued = optuna.create_study(direction=study.direction)
+    for trial in study.trials:
+        value = best.get(str(trial.user_attrs.get("ray_trial_id")))
+        if value is not None and math.isfinite(value) and trial.params:
+            valued.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
+                                                       value=value))
+    if len(valued.trials) < 2:
+        return None
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    return optuna.importance.get_param_importances(valued, evaluator=evaluator), len(valued.trials)
+
+
+SORTABLE = """<script>
+document.querySelectorAll("table.sortable th").forEach((th, i) => th.addEventListener("click", () => {
+  const body = th.closest("table").tBodies[0], up = th.dataset.up !== "1";
+  const key = r => { const t = r.cells[i].innerText, n = parseFloat(t); return isNaN(n) ? t : n; };
+  [...body.rows].sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (up ? 1 : -1))
+    .forEach(r => body.appendChild(r));
+  th.dataset.up = up ? "1" : "0";
+}));
+</script>"""
+
+
+def lab_report(exp_dir, table):
+    """EXPERIMENT/report/: every figure the files allow, and index.html + index.md (the trial table with links to
+    the trial folders, the per-KL-type summary, each figure with its two-line reading)."""
+    exp_dir = Path(exp_dir)
+    out = exp_dir / "report"
+    out.mkdir(exist_ok=True)
+    metric = read_search(exp_dir).space.metric
+    sections = _figures(exp_dir, table, out) if not table.empty else []
+    by_type = summary(table, metric) if not table.empty else pd.DataFrame()
+    shown = table.drop(columns=["trial_dir"], errors="ignore")
+    md = [f"# Search {exp_dir.name}", "", f"Ranked by the best {metric} over each trial's epochs.", "",
+          _markdown(shown), "", f"## By KL-annealing type ({metric})", "", _markdown(by_type), ""]
+    linked = shown.copy()
+    if not table.empty:
+        linked["trial_id"] = [f"<a href='../{d}/'>{t}</a>" for t, d in zip(table.trial_id, table.trial_dir)]
+    html = [f"<html><head><meta charset='utf-8'><title>Search {exp_dir.name}</title><style>"
+            "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{cursor:pointer;background:#eee}"
+            "img{max-width:100%}</style></head><body>", f"<h1>Search {exp_dir.name}</h1>",
+            f"<p>Ranked by the best {metric} over each trial's epochs; click a column to sort.</p>",
+            linked.to_html(index=False, float_format=_fmt, na_rep="", escape=False, classes="sortable"),
+            f"<h2>By KL-annealing type ({metric})</h2>", by_type.to_html(index=False, float_format=_fmt, na_rep="")]
+    for title, name, reading in sections:
+        md += [f"## {title}", "", f"![{title}]({name})", "", *[line + "  " for line in reading], ""]
+        html += [f"<h2>{title}</h2>", f"<p>{'<br>'.join(reading)}</p>", f"<img src='{name}' alt='{title}'>"]
+    (out / "index.md").write_text("\n".join(md) + "\n")
+    (out / "index.html").write_text("\n".join(html) + SORTABLE + "</body></html>\n")
+    return out
 
 
 def console(table, metric, top=10):
@@ -133,21 +274,20 @@ def console(table, metric, top=10):
     cols = [c for c in table.columns if c not in ("trial_dir",)]
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         return (f"top {min(top, len(table))} of {len(table)} trials by {metric}:\n"
-                + table[cols].head(top).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+                + table[cols].head(top).to_string(index=False, float_format=_fmt)
                 + "\n\nby KL-annealing type:\n" + summary(table, metric).to_string(index=False, float_format=_fmt))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tune_cvae.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("experiment", help="experiment folder (e.g. ray_results/kl_tfr-20261125-101500)")
-    args = p.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         table = write(args.experiment)
         metric = read_search(args.experiment).space.metric
     except UserError as e:
         fail(e)
     print(console(table, metric))
-    print(f"\nwrote {Path(args.experiment) / 'trials.csv'}, trials.md, trials.html")
+    print(f"\nwrote {Path(args.experiment) / 'trials.csv'}, trials.md, trials.html and "
+          f"{Path(args.experiment) / 'report' / 'index.html'}")
 
 
 def plot_psnr(psnr, path, title):

@@ -19,8 +19,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
+from ray.tune import Callback
 
 from tune_cvae import UserError, report, say
 from tune_cvae import space as spaces
@@ -28,7 +30,7 @@ from tune_cvae.config import make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.synthetic import resolve_data_dir
 from tune_cvae.train import check_dataset
-from tune_cvae.trainable import train_trial
+from tune_cvae.trainable import named_trial
 
 DASHBOARD_PORT = 8265
 
@@ -117,8 +119,28 @@ def check_local_gpus(gpus, address):
                         f"use --gpus {local_gpus} (0 trains on CPUs)")
 
 
+TEMPLATE_CPU_FRAMES_PER_S = 2.9  # template model, teacher forcing, 2 threads, 2-core EPYC (docs/PERFORMANCE.md)
+
+
+def warn_cpu_duration(space, resources, train_frames, concurrent):
+    """One warning line when a template-size model is about to train on CPUs, with a rough duration: a search
+    meant for GPUs should not start for days on a laptop without a word."""
+    config = make_config(space.trial_config({}))
+    if resources["gpu"] > 0 or config["F_dim"] < 128 or config["D_out_dim"] < 192:
+        return
+    epoch_s = train_frames * config["partial"] / TEMPLATE_CPU_FRAMES_PER_S
+    total_h = space.num_samples * space.max_epochs * epoch_s / concurrent / 3600
+    say(f"warning: {Path(space.path).name} trains the template-size model on CPUs: about {epoch_s / 60:.0f} min per "
+        f"trial-epoch here ({train_frames} frames at {TEMPLATE_CPU_FRAMES_PER_S} frames/s, measured with 2 threads), "
+        f"up to {total_h:.0f} hours for {space.num_samples} trials x {space.max_epochs} epochs, {concurrent} at a "
+        f"time; use --gpus N, or --space demo.yaml for a CPU-sized search")
+
+
 def build_tuner(exp_dir, search, trainable, concurrent, resume, verbose):
-    """A Tuner restored from `exp_dir`, or a new one (TPE + ASHA) whose search.yaml is written now."""
+    """A Tuner restored from `exp_dir`, or a new one (TPE + ASHA) whose search.yaml is written now. Ray's own
+    console output is off (a config and a result box per trial); StatusTable prints one table instead. Ray's
+    TensorBoard logger is left out, so TensorBoard shows one run per trial (the trainable's)."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if resume:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     space = search.space
@@ -128,7 +150,8 @@ def build_tuner(exp_dir, search, trainable, concurrent, resume, verbose):
         search_alg=_searcher(space, exp_dir, search.seed), scheduler=_scheduler(space),
         num_samples=space.num_samples, max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
-            name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=verbose,
+            name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()] + ([StatusTable(space)] if verbose else []),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                     checkpoint_score_order=space.mode),
             failure_config=tune.FailureConfig(max_failures=1)))
@@ -151,7 +174,9 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
         f"{dataset.test_first.shape[0]} test videos)")
     start_ray(address, num_cpus, dashboard)
     search.resources, concurrent = plan_resources(gpus, gpus_per_trial, cpus_per_trial, space.num_samples)
-    trainable = tune.with_resources(tune.with_parameters(train_trial, arrays=dataset.as_arrays()), search.resources)
+    warn_cpu_duration(space, search.resources, dataset.train_img.shape[0], concurrent)
+    trainable = tune.with_resources(tune.with_parameters(named_trial(list(space.params)),
+                                                         arrays=dataset.as_arrays()), search.resources)
     say(f"TensorBoard: tensorboard --logdir {exp_dir}")
     say(f"Optuna study: optuna-dashboard {exp_dir / 'optuna.journal'}")
     tuner = build_tuner(exp_dir, search, trainable, concurrent, resume, verbose)
@@ -176,7 +201,61 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
         raise Interrupted(f"search interrupted with {grid.num_terminated + grid.num_errors} of {space.num_samples} "
                           f"trials done; continue it with: {command}")
     check_some_trial_worked(exp_dir, table, space.metric)
+    say(f"wrote {exp_dir / 'trials.csv'}, trials.md, trials.html and the report {exp_dir / 'report' / 'index.html'}")
+    say(f"next: python run_best.py --experiment {exp_dir}")
     return exp_dir
+
+
+class StatusTable(Callback):
+    """The console's view of a running search: one table of every trial (status, epochs, the objective's last
+    and best value, the searched values), printed when a trial ends and at most every `every` seconds between."""
+
+    def __init__(self, space, every=60.0):
+        self.space, self.every, self.rows, self.printed = space, every, {}, 0.0
+
+    def _row(self, trial):
+        if trial.trial_id not in self.rows:
+            self.rows[trial.trial_id] = {"trial_id": trial.trial_id, "status": "running", "epoch": 0,
+                                         "last": math.nan, "best": math.nan,
+                                         **{p: trial.config.get(p, "") for p in self.space.params}}
+        return self.rows[trial.trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._row(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row, value = self._row(trial), result.get(self.space.metric)
+        row["epoch"] = int(result.get("epoch", row["epoch"]))
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            row["last"] = value
+            better = max if self.space.mode == "max" else min
+            row["best"] = value if math.isnan(row["best"]) else better(row["best"], value)
+        if time.monotonic() - self.printed > self.every:
+            self.show()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        if (trial.last_result or {}).get("diverged"):
+            row["status"] = "diverged"
+        elif row["epoch"] >= trial.config.get("num_epoch", self.space.max_epochs):
+            row["status"] = "finished"
+        else:
+            row["status"] = f"stopped early (ASHA, epoch {row['epoch']})"
+        self.show()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._row(trial)["status"] = "errored"
+        self.show()
+
+    def show(self):
+        import pandas as pd
+        self.printed = time.monotonic()
+        table = pd.DataFrame(list(self.rows.values())).rename(
+            columns={"last": f"last {self.space.metric}", "best": f"best {self.space.metric}"})
+        counts = table["status"].str.split(" ").str[0].value_counts().to_dict()
+        print(f"\n[{time.strftime('%H:%M:%S')}] {len(table)} of {self.space.num_samples} trials started: "
+              + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""), flush=True)
 
 
 def _cut_trials(exp_dir):

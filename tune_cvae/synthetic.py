@@ -14,14 +14,29 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-
-from tune_cvae import UserError, fail, say
-from tune_cvae.data import TEST_LEN, cache_root
+from tune_cvae import HelpFormatter, UserError, fail, say
 
 DEFAULT_TRAIN_FRAMES = 2400
 DEFAULT_SEED = 0
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m tune_cvae.synthetic", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("out", help="folder to create (must not exist)")
+    p.add_argument("--train-frames", type=int, default=DEFAULT_TRAIN_FRAMES, help="number of training frames")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed: same seed, same dataset")
+    return p
+
+
+if __name__ == "__main__":
+    _parser().parse_args()  # --help and flag mistakes answer here, before torch loads (seconds)
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from tune_cvae.data import TEST_LEN, cache_root  # noqa: E402
+
 DISK_H, DISK_W = 64, 128  # twice the model's 32x64: the loader's resize is always exercised
 TRAIN_VIDEO_LEN = 400
 N_TEST = 5
@@ -172,12 +187,7 @@ def resolve_data_dir(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tune_cvae.synthetic", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("out", help="folder to create (must not exist)")
-    p.add_argument("--train-frames", type=int, default=DEFAULT_TRAIN_FRAMES, help="number of training frames")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed: same seed, same dataset")
-    args = p.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         out = generate(args.out, args.train_frames, args.seed)
     except UserError as e:

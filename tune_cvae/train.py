@@ -15,16 +15,44 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import yaml
-from tqdm import tqdm
-
-from tune_cvae import UserError, fail, say
+from tune_cvae import HelpFormatter, UserError, fail, say
 from tune_cvae.config import OPTIONS, make_config
-from tune_cvae.data import load_dataset
-from tune_cvae.model import (frame_step, model_from_config, next_frame, posterior_noise, psnr_per_frame,
-                             rollout, training_step)
-from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m tune_cvae.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--DR", "--data", dest="data_dir", metavar="DIR", default=None,
+                   help="LAB4-layout dataset folder (default: the built-in synthetic dataset)")
+    p.add_argument("--save_root", default="runs/train", help="folder for checkpoints, metrics.jsonl, config.yaml")
+    p.add_argument("--ckpt_path", default=None,
+                   help="resume from this checkpoint (its config is used; the run continues to its num_epoch)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--per_save", type=int, default=1, help="keep a numbered checkpoint every N epochs")
+    for key, (default, kind, help_) in OPTIONS.items():
+        flag = f"--{key}"
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif kind is list:
+            p.add_argument(flag, type=int, nargs="+", default=default, help=help_)
+        elif isinstance(kind, list):
+            p.add_argument(flag, choices=kind, default=default, help=help_)
+        else:
+            p.add_argument(flag, type=kind, default=default, help=help_)
+    return p
+
+
+if __name__ == "__main__":
+    _parser().parse_args()  # --help and flag mistakes answer here, before torch loads (seconds)
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from tune_cvae.data import load_dataset  # noqa: E402
+from tune_cvae.model import (cpu_chunk, frame_step, model_from_config, next_frame,  # noqa: E402
+                             posterior_noise, psnr_per_frame, rollout, training_step)
+from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio  # noqa: E402
 
 
 def _optimizer(model, config):
@@ -95,11 +123,12 @@ class Run:
         self.opt = _optimizer(self.model, self.config)
         self.sched = make_lr_scheduler(self.opt, self.config)
         self.step_fn = compiled(training_step, self.config, self.device)
+        self.chunk = cpu_chunk(self.config) if self.device.type == "cpu" else None
         self.frame_fn = compiled(next_frame, self.config, self.device)
         self.rng = random.Random(self.config["seed"])          # the per-epoch teacher-forcing draw
         self.shuffle_gen = torch.Generator().manual_seed(self.config["seed"])
         self.epoch, self.history = 0, []
-        self.val_strip = None  # the last validation's image strip (predicted over true frames)
+        self.val_strip = self.val_psnr = None  # the last validation's image strip and PSNR per frame
 
     def state(self):
         """Everything needed to continue exactly where this run is."""
@@ -147,8 +176,11 @@ class Run:
         c = self.config
         if c["optim_step"] == "clip":
             eps = posterior_noise(self.model, img)
+            if self.config["compile"]:
+                torch.compiler.cudagraph_mark_step_begin()  # a new training iteration for CUDA-graph replays
             with self.autocast():
-                losses = self.step_fn(self.model, img, label, beta, teacher_forcing, c["kl_reduction"], eps)
+                losses = self.step_fn(self.model, img, label, beta, teacher_forcing, c["kl_reduction"], eps,
+                                      self.chunk)
             self.step(losses[0])
             return [losses]
         out, prev = [], img[:, 0]
@@ -203,6 +235,7 @@ class Run:
         train_s = time.perf_counter() - t0
         self.sched.step()
         psnr, self.val_strip = validate(self, e)
+        self.val_psnr = psnr
         self.epoch += 1
         loss, mse, kl = (sums / max(n_steps, 1)).tolist()
         metrics = {"epoch": self.epoch, "loss": loss, "mse": mse, "kl": kl,
@@ -238,29 +271,6 @@ def train(config, dataset, device="cpu", state=None, on_epoch=None, progress=Fal
     epochs.close()
     best = max((h["val_psnr"] for h in run.history), default=None)
     return {**metrics, "diverged": False, "best_val_psnr": best}, run
-
-
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m tune_cvae.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--DR", "--data", dest="data_dir", metavar="DIR", default=None,
-                   help="LAB4-layout dataset folder (default: the built-in synthetic dataset)")
-    p.add_argument("--save_root", default="runs/train", help="folder for checkpoints, metrics.jsonl, config.yaml")
-    p.add_argument("--ckpt_path", default=None,
-                   help="resume from this checkpoint (its config is used; the run continues to its num_epoch)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--per_save", type=int, default=1, help="keep a numbered checkpoint every N epochs")
-    for key, (default, kind, help_) in OPTIONS.items():
-        flag = f"--{key}"
-        if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
-        elif kind is list:
-            p.add_argument(flag, type=int, nargs="+", default=default, help=help_)
-        elif isinstance(kind, list):
-            p.add_argument(flag, choices=kind, default=default, help=help_)
-        else:
-            p.add_argument(flag, type=kind, default=default, help=help_)
-    return p
 
 
 def main(argv=None):

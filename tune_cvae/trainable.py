@@ -1,4 +1,5 @@
 """The Ray Tune function trainable around train.py: restore, train, report every epoch with a checkpoint."""
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -7,9 +8,10 @@ import ray
 import torch
 from ray import tune
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from tune_cvae.data import Lab4Data
-from tune_cvae.train import load_checkpoint, save_checkpoint, train
+from tune_cvae.train import STRIP_FRAMES, load_checkpoint, save_checkpoint, train
 
 TB_SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s")
 STATE_FILE = "state.pt"
@@ -26,16 +28,31 @@ def set_threads(cpus):
     torch.set_num_threads(max(1, int(cpus)))
 
 
+STRIP_TAG = "val/frames " + ",".join(map(str, STRIP_FRAMES)) + ": predicted (top) vs true (bottom)"
+
+
 def write_epoch(writer, metrics, val_strip):
     """An epoch's scalars and validation strip, on disk when this returns: ASHA may end the trial's process
     right after its report, and torch's writer (unlike tensorboardX's) flushes its queue, not only the file."""
     for key in TB_SCALARS:
         writer.add_scalar(f"cvae/{key}", metrics[key], metrics["epoch"])
-    writer.add_image("val/pred_top_true_bottom", val_strip, metrics["epoch"])
+    writer.add_image(STRIP_TAG, val_strip, metrics["epoch"])
     writer.flush()
 
 
-def train_trial(config, arrays):
+def tensorboard_run(trial_dir, trial_id, config, searched):
+    """The trial's TensorBoard writer: one run per trial, named by its id and searched values, with the HParams
+    tab's entry (the searched values only, the objective read from the run's own val_psnr scalars)."""
+    name = f"{trial_id} " + " ".join(f"{k}={_short(config[k])}" for k in searched if k in config)
+    writer = SummaryWriter(os.path.join(trial_dir, name.strip()))
+    values = {k: config[k] if isinstance(config[k], (int, float, str, bool)) else str(config[k])
+              for k in searched if k in config}
+    for summary in hparams(values, {"cvae/val_psnr": 0.0, "cvae/loss": 0.0}):
+        writer.file_writer.add_summary(summary)  # the config only: no fake metric points in the curves
+    return writer
+
+
+def train_trial(config, arrays, searched=()):
     """One trial: `arrays` is the dataset decoded once on the driver and shared through the object store."""
     cpus, gpus = _resources()
     set_threads(cpus or 1)
@@ -47,10 +64,13 @@ def train_trial(config, arrays):
         with checkpoint.as_directory() as d:
             state = load_checkpoint(Path(d) / STATE_FILE)
     node = ray.get_runtime_context().get_node_id()
-    writer = SummaryWriter(os.path.join(tune.get_context().get_trial_dir(), "tensorboard"))
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    writer = tensorboard_run(trial_dir, tune.get_context().get_trial_id(), config, searched)
 
     def report(metrics, run):
         write_epoch(writer, metrics, run.val_strip)
+        lines = "frame,psnr\n" + "".join(f"{i},{v:.4f}\n" for i, v in enumerate(run.val_psnr.tolist(), 1))
+        (trial_dir / "val_psnr_per_frame.csv").write_text(lines)  # the report's figure of the last validation
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(run.state(), Path(d) / STATE_FILE)
             tune.report({**metrics, "node_id": node, "device": device},
@@ -60,3 +80,26 @@ def train_trial(config, arrays):
     if final.get("diverged"):  # a NaN result: ASHA and Optuna see it as a failed configuration
         tune.report({**final, "epoch": final["epoch"] + 1, "node_id": node, "device": device})
     writer.close()
+
+
+def named_trial(params):
+    """train_trial, its Ray actor named after its trial: the dashboard's Actors view and the log prefixes show
+    "trial ID: key=value ..." of the searched `params` instead of `train_trial`. (Ray mixes `__mixins__` into the
+    actor class; its repr is the instance's `_name`, which Ray reads once the actor is constructed.)"""
+
+    class NamedTrial:
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            values = " ".join(f"{k}={_short(self.config[k])}" for k in params if k in self.config)
+            self._name = f"trial {self.trial_id}: {values}"
+
+    @functools.wraps(train_trial)
+    def trial(config, arrays):
+        return train_trial(config, arrays, params)
+
+    trial.__mixins__ = (NamedTrial,)
+    return trial
+
+
+def _short(value):
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

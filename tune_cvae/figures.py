@@ -1,0 +1,197 @@
+"""The lab's figures of a search, drawn from its files (report/*.png): each function takes plain numbers, draws one
+figure with a title, labelled axes and a legend, and returns the two-line reading that goes beside it.
+"""
+import math
+
+import numpy as np
+
+LEADERBOARD = (1, 600)  # the frames the leaderboard scores
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
+def _column(results, key):
+    return [r.get(key, math.nan) for r in results]
+
+
+def tfr(results, trial_id, path):
+    """Teacher-forcing ratio, whether the epoch drew teacher forcing, and beta per epoch; the training loss on a
+    second axis."""
+    plt = _pyplot()
+    epochs = _column(results, "epoch")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(epochs, _column(results, "tfr"), "o-", color="tab:blue", label="teacher-forcing ratio")
+    ax.plot(epochs, _column(results, "beta"), "s--", color="tab:green", label="beta (KL weight)")
+    forced = [e for e, r in zip(epochs, results) if r.get("teacher_forcing")]
+    ax.scatter(forced, [1.05] * len(forced), marker="|", s=120, color="black", label="epoch drew teacher forcing")
+    ax.set(xlabel="epoch", ylabel="ratio, beta (0..1)", ylim=(-0.05, 1.12),
+           title=f"Teacher forcing and KL weight of the best trial ({trial_id})")
+    loss_ax = ax.twinx()
+    loss = _column(results, "loss")
+    loss_ax.plot(epochs, loss, "^-", color="tab:red", label="training loss")
+    loss_ax.set_ylabel("training loss (MSE + beta * KL)")
+    if all(v > 0 for v in loss if not math.isnan(v)):
+        loss_ax.set_yscale("log")
+    lines = ax.get_legend_handles_labels()
+    more = loss_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right", fontsize=8)
+    _save(fig, path)
+    on = len(forced)
+    return (f"The best trial {trial_id} drew teacher forcing in {on} of {len(results)} epochs "
+            f"(its ratio went from {results[0].get('tfr', math.nan):.3g} to {results[-1].get('tfr', math.nan):.3g}).",
+            f"Its training loss went from {loss[0]:.4g} to {loss[-1]:.4g}.")
+
+
+def kl_types(best_by_type, path, metric, full_budget):
+    """Per KL-annealing type, its best trial's loss, MSE, KL and val_psnr per epoch on shared axes.
+    `best_by_type`: {type: (trial_id, results, best value, trials of that type, trials at full budget)}, the
+    best type first."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
+    for (kl_type, (trial_id, results, _, _, _)), color in zip(best_by_type.items(), plt.cm.tab10.colors):
+        epochs = _column(results, "epoch")
+        for ax, key in zip(axes.flat, ("loss", "mse", "kl", "val_psnr")):
+            ax.plot(epochs, _column(results, key), "o-", ms=3, color=color, label=f"{kl_type} ({trial_id})")
+    for ax, key, unit in zip(axes.flat, ("loss", "mse", "kl", "val_psnr"),
+                             ("training loss", "training MSE (per pixel)", "training KL", "validation PSNR (dB)")):
+        ax.set(title=f"{key} per epoch", ylabel=unit)
+        if key in ("loss", "kl") and ax.get_ylim()[0] > 0:
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    fig.suptitle("Best trial of each KL-annealing type")
+    _save(fig, path)
+    ranked = list(best_by_type.items())  # best type first
+    name, (_, _, best, n, full) = ranked[0]
+    gap = (f", {abs(best - ranked[1][1][2]):.3g} better than {ranked[1][0]}" if len(ranked) > 1 else
+           ", the only type searched")
+    return (f"{name} won with a best {metric} of {best:.4g}{gap} (the best trial of each type).",
+            f"Over {sum(v[3] for v in best_by_type.values())} trials; at the full {full_budget} epochs: "
+            + ", ".join(f"{k} {v[4]} of {v[3]}" for k, v in ranked) + ".")
+
+
+def psnr_per_frame(psnr, source, path):
+    """The winner's validation PSNR of each frame 1..T-1, the leaderboard's window 1..600 marked."""
+    plt = _pyplot()
+    psnr = np.asarray(psnr, dtype=float)
+    frames = np.arange(1, len(psnr) + 1)
+    window = psnr[LEADERBOARD[0] - 1:LEADERBOARD[1]]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    ax.axvspan(LEADERBOARD[0], min(LEADERBOARD[1], len(psnr)), color="tab:orange", alpha=0.12,
+               label="leaderboard window (frames 1..600)")
+    ax.plot(frames, psnr, lw=1, label="PSNR per frame")
+    ax.axhline(window.mean(), color="tab:red", ls="--", lw=1, label=f"mean over the window {window.mean():.2f} dB")
+    ax.set(xlabel="frame index", ylabel="PSNR (dB)", title=f"Validation PSNR per frame: {source}")
+    ax.legend(loc="upper right", fontsize=8)
+    _save(fig, path)
+    head, tail = psnr[:10].mean(), window[-100:].mean()
+    return (f"{source}: mean {window.mean():.2f} dB over frames 1..{len(window)} (the leaderboard's window).",
+            f"Frames 1-10 average {head:.2f} dB and the window's last 100 frames {tail:.2f} dB: the rollout "
+            f"{'loses' if tail < head else 'gains'} {abs(head - tail):.2f} dB as it drifts.")
+
+
+def importance(importances, evaluator, n_trials, path):
+    """Optuna's parameter importances as horizontal bars."""
+    plt = _pyplot()
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue", label=evaluator)
+    ax.set(xlabel="importance (normalised to sum to 1)", title=f"Parameter importance over {n_trials} trials")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+    top = list(importances.items())
+    second = f", then {top[1][0]} ({top[1][1]:.0%})" if len(top) > 1 else ""
+    return (f"{top[0][0]} explains the most ({top[0][1]:.0%}){second}, by Optuna's {evaluator}.",
+            f"Computed over {n_trials} trials, each valued at its best epoch (stopped trials at their lower budget).")
+
+
+def parallel(table, params, log_params, metric, path):
+    """Parallel coordinates: one line per trial over the searched parameters, coloured by its best metric."""
+    plt = _pyplot()
+    col = f"best_{metric}"
+    rows = table[table[col].notna()]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(params) + 2), 4.5))
+    cmap = plt.cm.viridis
+    values = rows[col].to_numpy(dtype=float)
+    lo, hi = (values.min(), values.max()) if len(values) else (0, 1)
+    scaled, ticks = [], []
+    for p in params:
+        column = rows[p].replace("", np.nan)
+        numeric = np.array([float(v) if _is_number(v) else np.nan for v in column], dtype=float)
+        if np.isnan(numeric).all() and column.notna().any():  # categorical: one level per category
+            cats = sorted(column.dropna().astype(str).unique())
+            numeric = np.array([cats.index(str(v)) if str(v) in cats else np.nan for v in column], dtype=float)
+            ticks.append(f"{p}\n" + " / ".join(cats))
+            span = (0, max(len(cats) - 1, 1))
+        else:
+            if p in log_params:
+                numeric = np.log10(numeric)
+            finite = numeric[np.isfinite(numeric)]
+            span = (finite.min(), finite.max()) if len(finite) else (0, 1)
+            fmt = (lambda v: f"{10 ** v:.2g}") if p in log_params else (lambda v: f"{v:.3g}")
+            ticks.append(f"{p}{' (log)' if p in log_params else ''}\n{fmt(span[0])} .. {fmt(span[1])}")
+        scaled.append((numeric - span[0]) / ((span[1] - span[0]) or 1))
+    xs = np.arange(len(params))
+    for i, v in enumerate(values):
+        ax.plot(xs, [s[i] for s in scaled], color=cmap((v - lo) / ((hi - lo) or 1)), alpha=0.8, lw=1.2)
+    for x in xs:
+        ax.axvline(x, color="grey", lw=0.5)
+    ax.set_xticks(xs, ticks, fontsize=7)
+    ax.set(ylabel="position in the searched range (0 = low, 1 = high)", ylim=(-0.05, 1.05),
+           title=f"Searched values of {len(rows)} trials, coloured by best {metric}")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
+    fig.colorbar(sm, ax=ax, label=f"best {metric}")
+    _save(fig, path)
+    best = rows.iloc[0]
+    return (f"Each line is a trial; the brightest is the best ({best['trial_id']}, {metric} {best[col]:.4g}).",
+            "Best trial's values: " + ", ".join(f"{p} {_short(best[p])}" for p in params) + ".")
+
+
+def _is_number(v):
+    try:
+        float(v)
+        return not isinstance(v, bool)
+    except (TypeError, ValueError):
+        return False
+
+
+def _short(v):
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def asha(curves, metric, rungs, max_epochs, path):
+    """Every trial's metric per epoch: finished trials solid, stopped ones dashed, ASHA's rungs as vertical
+    lines. `curves`: [(trial_id, status, epochs, values)]."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    styles = {"finished": ("-", "tab:blue"), "stopped early": ("--", "tab:grey")}
+    shown = set()
+    for trial_id, status, epochs, values in curves:
+        ls, color = styles.get(status, (":", "tab:red"))
+        label = status if status not in shown else None
+        shown.add(status)
+        ax.plot(epochs, values, ls=ls, color=color, marker="o", ms=2.5, lw=1, label=label)
+    for i, rung in enumerate(rungs):
+        ax.axvline(rung, color="tab:orange", lw=0.8, label="ASHA rung" if i == 0 else None)
+    ax.set(xlabel="epoch", ylabel=metric + (" (dB)" if "psnr" in metric else ""), xlim=(0.5, max_epochs + 0.5),
+           title=f"{metric} per epoch of every trial (ASHA stops the worse ones at its rungs)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    stopped = [c for c in curves if c[1] == "stopped early"]
+    used = sum(len(c[2]) for c in curves)
+    return (f"{sum(c[1] == 'finished' for c in curves)} trials finished, {len(stopped)} were stopped early at the "
+            f"rungs (epochs {', '.join(str(r) for r in rungs) or 'none'}).",
+            f"All trials trained {used} epochs in total, against {len(curves) * max_epochs} had every trial run "
+            f"{max_epochs}.")
