@@ -8,7 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RAY_FREE = ["data", "synthetic", "model", "schedules", "config", "train", "predict", "report", "best", "space", "figures", "speed", "bench"]
+RAY_FREE = ["data", "synthetic", "model", "schedules", "config", "train", "predict", "report", "best", "space",
+            "figures", "speed", "bench"]
 
 
 def test_library_modules_do_not_import_ray():

@@ -42,7 +42,8 @@ OPTIONS = {
     "logvar_clamp": (0.0, float, "clamp the posterior's log-variance to [-v, v] (0 = no clamp)"),
     "infer_z": ("prior", ["prior", "zero"], "z during validation rollouts: drawn from N(0, I), or its mean 0"),
     "shuffle": (True, bool, "shuffle the clips each epoch"),
-    "precision": ("fp32", ["fp32", "bf16"], "float32, or bfloat16 autocast for the forward passes (weights stay float32)"),
+    "precision": ("fp32", ["fp32", "bf16"], "float32, or bfloat16 autocast of the forward passes (weights stay "
+                                            "float32)"),
     "compile": (False, bool, "torch.compile the training step and the rollout's frame step (CUDA graphs on CUDA); "
                              "a few minutes of compiling per run, no gain on CPU (docs/PERFORMANCE.md)"),
     "seed": (1, int, "random seed (same config + seed = same metrics on the same machine)"),

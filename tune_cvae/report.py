@@ -89,7 +89,8 @@ def collect(exp_dir):
             row["kl_anneal_type"] = config.get("kl_anneal_type", "Cyclical")
         best = (max(values) if mode == "max" else min(values)) if values else float("nan")
         best_epoch = next((int(r["epoch"]) for r in results if r.get(metric) == best), None) if values else None
-        row.update({"epochs": epochs, "best_epoch": best_epoch, f"best_{metric}": best, f"last_{metric}": last.get(metric, float("nan")),
+        row.update({"epochs": epochs, "best_epoch": best_epoch, f"best_{metric}": best,
+                    f"last_{metric}": last.get(metric, float("nan")),
                     "val_psnr_600": last.get("val_psnr_600", float("nan")),
                     "wall_s": round(last.get("time_total_s", 0.0), 1), "trial_dir": trial_dir.name})
         if metric != "val_psnr":

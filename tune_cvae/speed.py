@@ -109,14 +109,17 @@ def _looped(iterable_factory):
         yield from iterable_factory()
 
 
-def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, reps, min_s, config=None):
-    """(project frames/s, template-loop frames/s) of `steps` optimiser steps per call, same model and batch."""
+def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, reps, min_s, config=None,
+                     template=True):
+    """(project frames/s, template-loop frames/s or None) of `steps` optimiser steps per call, same model, batch."""
     config = make_config({**MODELS[model], "batch_size": BATCH, "train_vi_len": CLIP, "seed": 0, **(config or {})})
     run = Run(config, dataset, device)
     starts = dataset.clip_starts(CLIP, 1.0)
     batches = _looped(lambda: starts[torch.randperm(len(starts))[:len(starts) // BATCH * BATCH]].view(-1, BATCH))
     project = frames_per_s(lambda: run.train_steps(torch.stack([next(batches) for _ in range(steps)]), 0.5,
                                                    teacher_forcing), steps * BATCH * CLIP, device, reps, min_s)
+    if not template:
+        return project, None
     torch.manual_seed(0)
     tmodel = model_from_config(config).to(device)
     opt = torch.optim.Adam(tmodel.parameters(), lr=config["lr"])
@@ -180,7 +183,8 @@ def measure_packed(data_dir, model, n, seconds=20):
     return sum(rates)
 
 
-def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=None, threads=None, packed=(1, 2, 4, 8)):
+def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=None, threads=None,
+          packed=(1, 2, 4, 8)):
     """The speed table (a DataFrame) and the facts that go with it (machine, torch, threads, date)."""
     device = pick_device(device)
     if threads:
@@ -194,18 +198,29 @@ def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=No
         project, template = measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s)
         rows.append({"what": f"training, teacher forcing {'on' if tf else 'off'}", "unit": "frames/s",
                      "project": project, "template_loop": template, "ratio": project / template})
+    if device.type == "cuda":  # the same path compiled (CUDA graphs): kept only if it measures faster
+        for tf in (True, False):
+            say(f"training, teacher forcing {'on' if tf else 'off'}, compiled (CUDA graphs; compiling first)")
+            project, _ = measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s,
+                                          {"compile": True}, template=False)
+            rows.append({"what": f"training, teacher forcing {'on' if tf else 'off'}, compile: true",
+                         "unit": "frames/s", "project": project, "template_loop": math.nan, "ratio": math.nan})
     say("rollout of the validation video: the project's, then the template's")
     project, template = measure_rollout(dataset, model, device, reps)
     rows.append({"what": f"rollout of {len(dataset.val_img)} frames", "unit": "s", "project": project,
                  "template_loop": template, "ratio": template / project})
     if device.type == "cuda":
+        say("rollout of the validation video, compiled (CUDA graphs; compiling first)")
+        project, template = measure_rollout(dataset, model, device, reps, {"compile": True})
+        rows.append({"what": f"rollout of {len(dataset.val_img)} frames, compile: true", "unit": "s",
+                     "project": project, "template_loop": template, "ratio": template / project})
         one = None
         for n in packed:
             say(f"{n} trial(s) sharing the GPU, no teacher forcing")
             total = measure_packed(data_dir, model, n)
             one = one or total
             rows.append({"what": f"{n} trials sharing the GPU, no teacher forcing (total)", "unit": "frames/s",
-                         "project": total, "template_loop": float("nan"), "ratio": total / one})
+                         "project": total, "template_loop": math.nan, "ratio": total / one})
     facts = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
              or platform.machine(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "model": model, "batch": BATCH,
