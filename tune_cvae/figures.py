@@ -94,7 +94,7 @@ def psnr_per_frame(psnr, source, path):
     ax.plot(frames, psnr, lw=1, label="PSNR per frame")
     ax.axhline(window.mean(), color="tab:red", ls="--", lw=1, label=f"mean over the window {window.mean():.2f} dB")
     ax.set(xlabel="frame index", ylabel="PSNR (dB)", title=f"Validation PSNR per frame: {source}")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)  # below: the curve fills the axes
     _save(fig, path)
     head, tail = psnr[:10].mean(), window[-100:].mean()
     return (f"{source}: mean {window.mean():.2f} dB over frames 1..{len(window)} (the leaderboard's window).",
@@ -122,7 +122,7 @@ def parallel(table, params, log_params, metric, path):
     plt = _pyplot()
     col = f"best_{metric}"
     rows = table[table[col].notna()]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(params) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(min(16, max(6, 1.1 * len(params) + 2)), 5))
     cmap = plt.cm.viridis
     values = rows[col].to_numpy(dtype=float)
     lo, hi = (values.min(), values.max()) if len(values) else (0, 1)
@@ -145,10 +145,12 @@ def parallel(table, params, log_params, metric, path):
         scaled.append((numeric - span[0]) / ((span[1] - span[0]) or 1))
     xs = np.arange(len(params))
     for i, v in enumerate(values):
-        ax.plot(xs, [s[i] for s in scaled], color=cmap((v - lo) / ((hi - lo) or 1)), alpha=0.8, lw=1.2)
+        # markers too: a conditional parameter a trial did not use leaves a gap in its line
+        ax.plot(xs, [s[i] for s in scaled], color=cmap((v - lo) / ((hi - lo) or 1)), alpha=0.8, lw=1.2,
+                marker="o", ms=3)
     for x in xs:
         ax.axvline(x, color="grey", lw=0.5)
-    ax.set_xticks(xs, ticks, fontsize=7)
+    ax.set_xticks(xs, ticks, fontsize=6, rotation=30, ha="right")
     ax.set(ylabel="position in the searched range (0 = low, 1 = high)", ylim=(-0.05, 1.05),
            title=f"Searched values of {len(rows)} trials, coloured by best {metric}")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
