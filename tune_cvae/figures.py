@@ -158,7 +158,8 @@ def parallel(table, params, log_params, metric, path):
     _save(fig, path)
     best = rows.iloc[0]
     return (f"Each line is a trial; the brightest is the best ({best['trial_id']}, {metric} {best[col]:.4g}).",
-            "Best trial's values: " + ", ".join(f"{p} {_short(best[p])}" for p in params) + ".")
+            "Best trial's values: " + ", ".join(f"{p} {_short(best[p])}" for p in params
+                                                if best[p] != "" and best[p] == best[p]) + ".")
 
 
 def _is_number(v):
@@ -195,5 +196,5 @@ def asha(curves, metric, rungs, max_epochs, path):
     used = sum(len(c[2]) for c in curves)
     return (f"{sum(c[1] == 'finished' for c in curves)} trials finished, {len(stopped)} were stopped early at the "
             f"rungs (epochs {', '.join(str(r) for r in rungs) or 'none'}).",
-            f"All trials trained {used} epochs in total, against {len(curves) * max_epochs} had every trial run "
-            f"{max_epochs}.")
+            f"All trials trained {used} epochs in total, against the {len(curves) * max_epochs} that "
+            f"{len(curves)} full trials of {max_epochs} epochs would take.")

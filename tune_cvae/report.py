@@ -8,6 +8,7 @@ best/ folder), so it works while a search runs, after it, and without Ray.
 import argparse
 import json
 import math
+import warnings
 from pathlib import Path
 
 from tune_cvae import HelpFormatter, UserError, fail
@@ -225,7 +226,9 @@ def importances(exp_dir, table, metric):
     if len(valued.trials) < 2:
         return None
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-    return optuna.importance.get_param_importances(valued, evaluator=evaluator), len(valued.trials)
+    with warnings.catch_warnings():  # "some regimes have less than 2 trials": a small search; the text says n
+        warnings.simplefilter("ignore", UserWarning)
+        return optuna.importance.get_param_importances(valued, evaluator=evaluator), len(valued.trials)
 
 
 SORTABLE = """<script>
