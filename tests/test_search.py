@@ -168,3 +168,14 @@ def test_local_gpu_over_request_fails_before_reading_data(tmp_path):
     n = torch.cuda.device_count()
     assert proc.stderr.strip() == f"error: --gpus 64: this machine has {n} GPU(s) visible to torch; use --gpus {n} " \
                                   "(0 trains on CPUs)"
+
+
+def test_a_template_size_search_on_cpus_warns_with_a_duration(capsys):
+    from tune_cvae.space import load_space
+    search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 0}, 23410, 2)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("warning: kl_tfr.yaml trains the template-size model on CPUs")
+    assert "hours for 32 trials x 70 epochs, 2 at a time" in line and "--gpus N" in line
+    search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, 23410, 2)
+    search.warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, 2400, 2)
+    assert capsys.readouterr().err == ""  # on GPUs, or a CPU-sized model: no warning
