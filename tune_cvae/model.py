@@ -250,6 +250,7 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     next_frame (a compiled copy of it).
     """
     model.eval()
+    copy = step is not None  # a compiled step replayed as a CUDA graph overwrites its output at the next replay
     step = step or next_frame
     T, _, H, W = labels.shape
     shape = (T - 1, model.N_dim, H, W)
@@ -262,8 +263,8 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     for start in range(1, T, chunk):
         label_feat = model.label_transformation(labels[start:start + chunk])
         for i in range(label_feat.shape[0]):
-            # a copy: a compiled step replayed as a CUDA graph overwrites its output at the next replay
-            prev = step(model, prev, label_feat[i:i + 1], zs[start - 1 + i:start + i]).clone()
+            prev = step(model, prev, label_feat[i:i + 1], zs[start - 1 + i:start + i])
+            prev = prev.clone() if copy else prev
             frames.append(prev[0])
     return torch.stack(frames)
 

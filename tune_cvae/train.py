@@ -159,7 +159,8 @@ class Run:
     def rollout(self, first_frame, labels, infer_z, generator):
         """model.rollout with this run's precision and (compiled) frame step; frames come back float32."""
         with self.autocast():
-            return rollout(self.model, first_frame, labels, infer_z, generator, step=self.frame_fn).float()
+            step = self.frame_fn if self.config["compile"] else None
+            return rollout(self.model, first_frame, labels, infer_z, generator, step=step).float()
 
     def step(self, loss):
         """One optimiser step on `loss`, gradient clipping as configured. No host sync: a non-finite loss is
