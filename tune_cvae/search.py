@@ -119,7 +119,7 @@ def check_local_gpus(gpus, address):
                         f"use --gpus {local_gpus} (0 trains on CPUs)")
 
 
-TEMPLATE_CPU_FRAMES_PER_S = 2.9  # template model, teacher forcing, 2 threads, 2-core EPYC (docs/PERFORMANCE.md)
+TEMPLATE_CPU_FRAMES_PER_S = 3.2  # bench speed, template model, teacher forcing, 2 threads (docs/PERFORMANCE.md)
 
 
 def warn_cpu_duration(space, resources, train_frames, concurrent):

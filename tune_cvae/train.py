@@ -124,7 +124,7 @@ class Run:
         self.sched = make_lr_scheduler(self.opt, self.config)
         self.step_fn = compiled(training_step, self.config, self.device)
         self.chunk = cpu_chunk(self.config) if self.device.type == "cpu" else None
-        self.frame_fn = compiled(next_frame, self.config, self.device)
+        self.frame_fn = compiled(next_frame, self.config, self.device) if self.config["compile"] else None
         self.rng = random.Random(self.config["seed"])          # the per-epoch teacher-forcing draw
         self.shuffle_gen = torch.Generator().manual_seed(self.config["seed"])
         self.epoch, self.history = 0, []
@@ -159,8 +159,7 @@ class Run:
     def rollout(self, first_frame, labels, infer_z, generator):
         """model.rollout with this run's precision and (compiled) frame step; frames come back float32."""
         with self.autocast():
-            step = self.frame_fn if self.config["compile"] else None
-            return rollout(self.model, first_frame, labels, infer_z, generator, step=step).float()
+            return rollout(self.model, first_frame, labels, infer_z, generator, step=self.frame_fn).float()
 
     def step(self, loss):
         """One optimiser step on `loss`, gradient clipping as configured. No host sync: a non-finite loss is
