@@ -1,4 +1,5 @@
 """The fast training path computes the template's function; the speed benchmark runs and prints its table."""
+import copy
 import json
 import subprocess
 import sys
@@ -63,6 +64,33 @@ def test_a_step_in_pieces_equals_the_step_at_once(teacher_forcing):
     assert _same_grads(out[1][1], out[0][1])
 
 
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+@pytest.mark.parametrize("kl_reduction", ["sum_batch", "mean"])
+def test_a_cpu_step_split_over_threads_equals_the_whole_step(short_val, teacher_forcing, kl_reduction):
+    """With 2 torch threads a CPU run gives each clip of a batch its own thread (forward and backward); the pose
+    encoder still sees the whole batch: same loss, gradients and BatchNorm statistics as the step at once. In
+    float64, so that float32's summation-order noise (about 1e-5 of a bias gradient) cannot hide a wrong term."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run = Run({**TINY, "train_vi_len": 4, "kl_reduction": kl_reduction}, short_val)
+    finally:
+        torch.set_num_threads(threads)
+    assert run.parts == 2
+    run.model.double()
+    idx = torch.arange(4)[None] + torch.tensor([[0], [4]])
+    img, label = short_val.train_img[idx].double() / 255, short_val.train_label[idx].double() / 255
+    eps = posterior_noise(run.model, img).double()
+    whole = copy.deepcopy(run.model)
+    want = training_step(whole, img, label, 0.5, teacher_forcing, kl_reduction, eps)
+    want[0].backward()
+    run.opt.zero_grad(set_to_none=True)
+    got = run.split_backward(img, label, 0.5, teacher_forcing, eps)
+    assert [g.item() for g in got] == pytest.approx([w.item() for w in want], rel=1e-12)
+    assert _same_grads(_grads(run.model), _grads(whole), rel=1e-9)
+    assert torch.equal(run.model.label_transformation[2].running_var, whole.label_transformation[2].running_var)
+
+
 def test_noise_drawn_in_one_call_is_the_noise_the_posterior_would_draw():
     model = CVAE(32, 8, 4, 32)
     img, label = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
@@ -87,6 +115,7 @@ def test_prior_z_drawn_at_once_equals_drawing_it_frame_by_frame():
                                   prev)
             frames.append(prev[0])
     assert torch.allclose(at_once, torch.stack(frames), atol=1e-6)
+    assert all(p.is_contiguous() for p in model.parameters())  # the CPU rollout's channels-last model is a copy
 
 
 def test_a_diverging_run_is_still_stopped_without_a_check_per_step(short_val):

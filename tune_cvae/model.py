@@ -2,6 +2,8 @@
 
 Module names and default sizes follow the course template so that users' checkpoints and intuitions carry over.
 """
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -181,19 +183,23 @@ def posterior_noise(model, img):
     return torch.randn((B * (T - 1), model.N_dim, H, W), device=img.device)
 
 
-def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=None, chunk=None):
+def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=None, chunk=None, label_feat=None,
+                  share=1.0):
     """Loss over one batch of clips (B, T, 3, H, W) in [0, 1]: mean over frames 1..T-1 of MSE + beta * KL.
 
     With teacher forcing every frame's input is known in advance, so all frames go through the network as
     one batch; without it the decoder path runs frame by frame on the model's own (detached) predictions.
     The posterior and pose features never depend on predictions, so they are always batched. `eps` is the
     posterior's noise (posterior_noise), drawn here when not given. `chunk`: frames per piece of the batched
-    modules (same values; see cpu_chunk); None = all at once.
+    modules (same values; see cpu_chunk); None = all at once. A part of a batch (train.Run's split step) comes
+    with its pose features `label_feat` (B, T-1, L, H, W), computed over the whole batch for BatchNorm, and
+    its `share` of the batch's clips, so that the parts' losses add up to the batch's.
     """
     B, T = img.shape[:2]
     eps = posterior_noise(model, img) if eps is None else eps
     frame_feat = _pieces(model.frame_transformation, chunk, _flat(img)).unflatten(0, (B, T))
-    label_feat = model.label_transformation(_flat(label[:, 1:])).unflatten(0, (B, T - 1))  # BatchNorm: whole batch
+    if label_feat is None:
+        label_feat = model.label_transformation(_flat(label[:, 1:])).unflatten(0, (B, T - 1))  # BatchNorm: whole batch
     z, mu, logvar = _pieces(model.Gaussian_Predictor, chunk, _flat(frame_feat[:, 1:]), _flat(label_feat), eps)
     z = z.unflatten(0, (B, T - 1))
     if teacher_forcing:
@@ -208,9 +214,9 @@ def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=No
             if t < T - 2:
                 prev_feat = model.frame_transformation(prev)
         pred = torch.stack(preds, dim=1)
-    mse = F.mse_loss(pred, img[:, 1:])
+    mse = F.mse_loss(pred, img[:, 1:]) * share
     # frames are flattened into the batch, so either reduction gives the mean over frames of the per-frame KL
-    kl = kl_divergence(mu, logvar, kl_reduction)
+    kl = kl_divergence(mu, logvar, kl_reduction) * share
     return mse + beta * kl, mse, kl
 
 
@@ -230,6 +236,14 @@ def cpu_chunk(config):
     return max(1, 6144 // widest)
 
 
+def cpu_parts(config):
+    """Threads a CPU training step splits its batch's clips over (train.Run.split_backward): one per clip, at most
+    one per torch thread; 1 (no split) for per-frame optimiser steps or a compiled step."""
+    if config["optim_step"] != "clip" or config["compile"]:
+        return 1
+    return max(1, min(config["batch_size"], torch.get_num_threads()))
+
+
 def frame_step(model, prev, img, label, beta, kl_reduction):
     """Loss of predicting one frame img (B, 3, H, W) from the previous one `prev` and its pose: the unit of
     optim_step='frame' (an optimiser step after every predicted frame). Returns (loss, mse, kl, prediction)."""
@@ -247,10 +261,13 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     Returns (T, 3, H, W): the given first frame then T-1 generated frames. z comes from the prior N(0, I)
     ('prior': all frames' z drawn in one call on the labels' device with `generator`, which must live there:
     the same seed gives the same z on that device) or is the prior's mean ('zero'). `step` replaces
-    next_frame (a compiled copy of it).
+    next_frame (a compiled copy of it). On a CPU the frames go through a channels-last copy of the model: oneDNN's
+    NHWC kernels made a frame 1.5-1.7x faster at batch 1 (docs/PERFORMANCE.md; training measured slower so).
     """
     model.eval()
-    copy = step is not None  # a compiled step replayed as a CUDA graph overwrites its output at the next replay
+    if labels.device.type == "cpu":
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    copy_out = step is not None  # a compiled step replayed as a CUDA graph overwrites its output at the next replay
     step = step or next_frame
     T, _, H, W = labels.shape
     shape = (T - 1, model.N_dim, H, W)
@@ -264,7 +281,7 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
         label_feat = model.label_transformation(labels[start:start + chunk])
         for i in range(label_feat.shape[0]):
             prev = step(model, prev, label_feat[i:i + 1], zs[start - 1 + i:start + i])
-            prev = prev.clone() if copy else prev
+            prev = prev.clone() if copy_out else prev
             frames.append(prev[0])
     return torch.stack(frames)
 

@@ -13,6 +13,7 @@ import random
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tune_cvae import HelpFormatter, UserError, fail, say
@@ -50,7 +51,7 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tune_cvae.data import load_dataset  # noqa: E402
-from tune_cvae.model import (cpu_chunk, frame_step, model_from_config, next_frame,  # noqa: E402
+from tune_cvae.model import (cpu_chunk, cpu_parts, frame_step, model_from_config, next_frame,  # noqa: E402
                              posterior_noise, psnr_per_frame, rollout, training_step)
 from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio  # noqa: E402
 
@@ -124,6 +125,11 @@ class Run:
         self.sched = make_lr_scheduler(self.opt, self.config)
         self.step_fn = compiled(training_step, self.config, self.device)
         self.chunk = cpu_chunk(self.config) if self.device.type == "cpu" else None
+        self.parts = cpu_parts(self.config) if self.device.type == "cpu" else 1
+        self.pool = None  # the split step's threads (CPU, optimiser step per clip), each with its share of torch's
+        if self.parts > 1:
+            self.pool = ThreadPoolExecutor(self.parts, initializer=torch.set_num_threads,
+                                           initargs=(max(1, torch.get_num_threads() // self.parts),))
         self.frame_fn = compiled(next_frame, self.config, self.device) if self.config["compile"] else None
         self.rng = random.Random(self.config["seed"])          # the per-epoch teacher-forcing draw
         self.shuffle_gen = torch.Generator().manual_seed(self.config["seed"])
@@ -162,10 +168,14 @@ class Run:
             return rollout(self.model, first_frame, labels, infer_z, generator, step=self.frame_fn).float()
 
     def step(self, loss):
-        """One optimiser step on `loss`, gradient clipping as configured. No host sync: a non-finite loss is
-        caught by check_finite a few steps later, and the run stops as diverged."""
+        """One optimiser step on `loss`."""
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.update()
+
+    def update(self):
+        """The optimiser step on the gradients there, clipped as configured. No host sync: a non-finite loss is
+        caught by train_steps a few steps later, and the run stops as diverged."""
         if self.config["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config["grad_clip"])
         self.opt.step()
@@ -176,6 +186,11 @@ class Run:
         c = self.config
         if c["optim_step"] == "clip":
             eps = posterior_noise(self.model, img)
+            if self.pool is not None:
+                self.opt.zero_grad(set_to_none=True)
+                losses = self.split_backward(img, label, beta, teacher_forcing, eps)
+                self.update()
+                return [losses]
             if self.config["compile"]:
                 torch.compiler.cudagraph_mark_step_begin()  # a new training iteration for CUDA-graph replays
             with self.autocast():
@@ -191,6 +206,29 @@ class Run:
             out.append((loss, mse, kl))
             prev = img[:, t] if teacher_forcing else pred.detach()
         return out
+
+    def split_backward(self, img, label, beta, teacher_forcing, eps):
+        """training_step's loss and gradients with the batch's clips split over self.parts threads, each part's
+        forward and backward on its own thread with its share of the torch threads: on a CPU one op over a few
+        frames keeps only part of the cores busy. The pose encoder runs once over the whole batch (BatchNorm
+        statistics) and takes its gradient after the parts. Returns the batch's (loss, mse, kl), detached."""
+        B, T = img.shape[:2]
+        with self.autocast():
+            label_feat = self.model.label_transformation(label[:, 1:].flatten(0, 1)).unflatten(0, (B, T - 1))
+        leaf, eps = label_feat.detach().requires_grad_(), eps.unflatten(0, (B, T - 1))
+
+        def part(rows):
+            with self.autocast():
+                losses = training_step(self.model, img[rows], None, beta, teacher_forcing,
+                                       self.config["kl_reduction"], eps[rows].flatten(0, 1), self.chunk, leaf[rows],
+                                       len(rows) / B)
+            losses[0].backward()
+            return torch.stack(losses).detach()
+
+        futures = [self.pool.submit(part, rows) for rows in torch.arange(B, device=img.device).tensor_split(self.parts)]
+        total = sum(f.result() for f in futures)
+        label_feat.backward(leaf.grad)
+        return tuple(total)
 
     def train_steps(self, batches, beta, teacher_forcing, bar=None):
         """Optimiser steps over `batches` (B clip starts per row). Returns the sums of (loss, mse, kl) on the
