@@ -262,7 +262,8 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     ('prior': all frames' z drawn in one call on the labels' device with `generator`, which must live there:
     the same seed gives the same z on that device) or is the prior's mean ('zero'). `step` replaces
     next_frame (a compiled copy of it). On a CPU the frames go through a channels-last copy of the model: oneDNN's
-    NHWC kernels made a frame 1.5-1.7x faster at batch 1 (docs/PERFORMANCE.md; training measured slower so).
+    NHWC kernels made one frame step 1.5-1.7x faster at batch 1 (docs/PERFORMANCE.md; training in that format
+    measured slower, so the model itself stays as it is).
     """
     model.eval()
     if labels.device.type == "cpu":

@@ -126,8 +126,8 @@ class Run:
         self.step_fn = compiled(training_step, self.config, self.device)
         self.chunk = cpu_chunk(self.config) if self.device.type == "cpu" else None
         self.parts = cpu_parts(self.config) if self.device.type == "cpu" else 1
-        self.pool = None  # the split step's threads (CPU, optimiser step per clip), each with its share of torch's
-        if self.parts > 1:
+        self.pool = None  # split_backward's threads; torch.set_num_threads there also sets MKL's process-wide
+        if self.parts > 1:  # count, while this thread keeps its own OpenMP count for its convolutions
             self.pool = ThreadPoolExecutor(self.parts, initializer=torch.set_num_threads,
                                            initargs=(max(1, torch.get_num_threads() // self.parts),))
         self.frame_fn = compiled(next_frame, self.config, self.device) if self.config["compile"] else None
