@@ -183,6 +183,13 @@ def posterior_noise(model, img):
     return torch.randn((B * (T - 1), model.N_dim, H, W), device=img.device)
 
 
+def pose_features(model, label):
+    """The pose encoder over every predicted frame's pose of clips (B, T, 3, H, W) at once (its BatchNorm
+    normalises over the whole batch): (B, T-1, L, H, W)."""
+    B, T = label.shape[:2]
+    return model.label_transformation(_flat(label[:, 1:])).unflatten(0, (B, T - 1))
+
+
 def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=None, chunk=None, label_feat=None,
                   share=1.0):
     """Loss over one batch of clips (B, T, 3, H, W) in [0, 1]: mean over frames 1..T-1 of MSE + beta * KL.
@@ -198,8 +205,7 @@ def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=No
     B, T = img.shape[:2]
     eps = posterior_noise(model, img) if eps is None else eps
     frame_feat = _pieces(model.frame_transformation, chunk, _flat(img)).unflatten(0, (B, T))
-    if label_feat is None:
-        label_feat = model.label_transformation(_flat(label[:, 1:])).unflatten(0, (B, T - 1))  # BatchNorm: whole batch
+    label_feat = pose_features(model, label) if label_feat is None else label_feat
     z, mu, logvar = _pieces(model.Gaussian_Predictor, chunk, _flat(frame_feat[:, 1:]), _flat(label_feat), eps)
     z = z.unflatten(0, (B, T - 1))
     if teacher_forcing:

@@ -52,7 +52,7 @@ from tqdm import tqdm  # noqa: E402
 
 from tune_cvae.data import load_dataset  # noqa: E402
 from tune_cvae.model import (cpu_chunk, cpu_parts, frame_step, model_from_config, next_frame,  # noqa: E402
-                             posterior_noise, psnr_per_frame, rollout, training_step)
+                             pose_features, posterior_noise, psnr_per_frame, rollout, training_step)
 from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio  # noqa: E402
 
 
@@ -214,7 +214,7 @@ class Run:
         statistics) and takes its gradient after the parts. Returns the batch's (loss, mse, kl), detached."""
         B, T = img.shape[:2]
         with self.autocast():
-            label_feat = self.model.label_transformation(label[:, 1:].flatten(0, 1)).unflatten(0, (B, T - 1))
+            label_feat = pose_features(self.model, label)
         leaf, eps = label_feat.detach().requires_grad_(), eps.unflatten(0, (B, T - 1))
 
         def part(rows):
