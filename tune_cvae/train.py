@@ -7,6 +7,7 @@ step, then validation = the full rollout of the validation video (val_psnr over 
 over frames 1..600, the leaderboard's window). The last stdout line is a JSON object of the final metrics.
 """
 import argparse
+import ctypes
 import json
 import math
 import random
@@ -79,6 +80,20 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed memory in the process (no mmap per block, no trimming). By default it gives
+    each large activation back to the OS when freed, so every CPU training step faults its pages in again: about
+    40,000 page faults per small-model step, 10-12 % of its time on the dev VM (docs/PERFORMANCE.md). The
+    process keeps its peak memory instead. Returns whether it took effect (False off glibc)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # glibc's <malloc.h>
+    return all(mallopt(option, value) == 1 for option, value in
+               ((m_mmap_max, 0), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+
+
 STRIP_FRAMES = (1, 10, 50, 150, 300, 600)
 CHECK_EVERY = 20  # batches between the divergence checks (each waits for the device)
 
@@ -125,6 +140,8 @@ class Run:
         self.sched = make_lr_scheduler(self.opt, self.config)
         self.step_fn = compiled(training_step, self.config, self.device)
         self.chunk = cpu_chunk(self.config) if self.device.type == "cpu" else None
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.parts = cpu_parts(self.config) if self.device.type == "cpu" else 1
         self.pool = None  # split_backward's threads; torch.set_num_threads there also sets MKL's process-wide
         if self.parts > 1:  # count, while this thread keeps its own OpenMP count for its convolutions
