@@ -5,9 +5,9 @@
 
 speed: on the same data, model size, batch, device and threads, training frames per second of the project's
 training path (train.Run: frames decoded once, a clip's frames batched, no per-step host sync) and of a faithful
-re-creation of the template's loop (a DataLoader decoding the PNG files per item, every frame encoded per step),
-with and without teacher forcing, and the 630-frame validation rollout of each; warm-up, then the median of
-repetitions, and the ratios. On CUDA also N trials sharing the GPU (N processes).
+re-creation of the template's loop (a DataLoader decoding the PNG files per item, every frame encoded per step;
+in a process of its own, as a user's script), with and without teacher forcing, and the 630-frame validation
+rollout of each; a warm-up, then the median of repetitions taken in turns, and the ratios. On CUDA also N trials sharing the GPU (N processes).
 
 quality: on a built-in dataset of another seed (data the spaces were never tuned on) run what `make demo` runs
 (the demo search, then run_best.py), train the space's first point (the template's default configuration) for

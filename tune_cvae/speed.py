@@ -29,15 +29,16 @@ class TemplateClips(torch.utils.data.Dataset):
 
     def __init__(self, root, vi_len=CLIP):
         from torchvision import transforms
-        self.imgs, self.labels = paired_frames(Path(root) / "train/train_img", Path(root) / "train/train_label")
+        imgs, labels = paired_frames(Path(root) / "train/train_img", Path(root) / "train/train_label")
+        self.imgs, self.labels = [e.path for e in imgs], [e.path for e in labels]  # picklable for any start method
         self.vi_len = vi_len
         self.transform = transforms.Compose([transforms.Resize((IMG_H, IMG_W)), transforms.ToTensor()])
 
     def __len__(self):
         return len(self.imgs) // self.vi_len
 
-    def _load(self, entry):
-        return self.transform(Image.open(entry.path).convert("RGB"))
+    def _load(self, path):
+        return self.transform(Image.open(path).convert("RGB"))
 
     def __getitem__(self, i):
         part = slice(i * self.vi_len, (i + 1) * self.vi_len)
@@ -86,27 +87,91 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def frames_per_s(fn, frames, device, reps, min_s):
-    """`fn` handles `frames` frames per call: one warm-up call, then `reps` repetitions of enough calls to last
-    `min_s` seconds; the median repetition's frames per second."""
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    calls = max(1, math.ceil(min_s / max(time.perf_counter() - t0, 1e-3)))
-    rates = []
-    for _ in range(reps):
+def timed(fn, device):
+    """fn as a timed repetition: number of calls -> seconds those calls took."""
+    def repeat(calls):
         t0 = time.perf_counter()
         for _ in range(calls):
             fn()
         _sync(device)
-        rates.append(calls * frames / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        return time.perf_counter() - t0
+    return repeat
+
+
+def frames_per_s(sides, frames, reps, min_s):
+    """Each side (timed) handles `frames` frames per call: one warm-up call each, then `reps` rounds in which
+    each in turn runs enough calls to last `min_s` seconds (interleaved, so a machine whose speed drifts over
+    minutes biases neither); each side's median frames per second."""
+    calls = [max(1, math.ceil(min_s / max(side(1), 1e-3))) for side in sides]
+    rates = [[] for _ in sides]
+    for _ in range(reps):
+        for side, n, got in zip(sides, calls, rates):
+            got.append(n * frames / side(n))
+    return [statistics.median(got) for got in rates]
 
 
 def _looped(iterable_factory):
     """An endless iterator over a re-created iterable (a DataLoader's epochs, a list of batches)."""
     while True:
         yield from iterable_factory()
+
+
+def _template_training(config, device, data_dir, teacher_forcing, steps):
+    """One call = `steps` steps of the template's loop over its own DataLoader, from the same initial weights."""
+    torch.manual_seed(0)
+    model = model_from_config(config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    loader = torch.utils.data.DataLoader(TemplateClips(data_dir), batch_size=BATCH, shuffle=True, drop_last=True,
+                                         num_workers=min(4, max(1, (os.cpu_count() or 2) // 2)),
+                                         persistent_workers=True)
+    clips = _looped(lambda: loader)
+
+    def calls():
+        model.train()
+        for _ in range(steps):
+            img, label = next(clips)
+            template_step(model, opt, img.to(device), label.to(device), 0.5, teacher_forcing)
+    return calls
+
+
+def _template_rollout(config, device, weights, first, labels):
+    """One call = the template's rollout of one video with the given weights."""
+    model = model_from_config(config).to(device)
+    model.load_state_dict(weights)
+    first, labels = first.to(device), labels.to(device)
+    return lambda: template_rollout(model, first, labels)
+
+
+def _template_side(conn, make, threads, kwargs):
+    """The template's side of a measurement, in a process of its own as a user's script would run (none of the
+    project's process-wide settings, such as keep_freed_memory, apply): a timed repetition per request."""
+    torch.set_num_threads(threads)
+    kwargs["device"] = torch.device(kwargs["device"])
+    repeat = timed(make(**kwargs), kwargs["device"])
+    while calls := conn.recv():
+        conn.send(repeat(calls))
+
+
+class TemplateProcess:
+    """A timed side (see timed) whose calls run in a spawned process: _template_side with `make`(**kwargs)."""
+
+    def __init__(self, make, **kwargs):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_template_side, args=(child, make, torch.get_num_threads(), kwargs))
+        self.proc.start()
+
+    def __call__(self, calls):
+        self.conn.send(calls)
+        return self.conn.recv()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.conn.send(0)
+        self.proc.join()
 
 
 def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, reps, min_s, config=None,
@@ -116,25 +181,14 @@ def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, r
     run = Run(config, dataset, device)
     starts = dataset.clip_starts(CLIP, 1.0)
     batches = _looped(lambda: starts[torch.randperm(len(starts))[:len(starts) // BATCH * BATCH]].view(-1, BATCH))
-    project = frames_per_s(lambda: run.train_steps(torch.stack([next(batches) for _ in range(steps)]), 0.5,
-                                                   teacher_forcing), steps * BATCH * CLIP, device, reps, min_s)
+    project = timed(lambda: run.train_steps(torch.stack([next(batches) for _ in range(steps)]), 0.5,
+                                            teacher_forcing), device)
+    frames = steps * BATCH * CLIP
     if not template:
-        return project, None
-    torch.manual_seed(0)
-    tmodel = model_from_config(config).to(device)
-    opt = torch.optim.Adam(tmodel.parameters(), lr=config["lr"])
-    loader = torch.utils.data.DataLoader(TemplateClips(data_dir), batch_size=BATCH, shuffle=True, drop_last=True,
-                                         num_workers=min(4, max(1, (os.cpu_count() or 2) // 2)),
-                                         persistent_workers=True)
-    clips = _looped(lambda: loader)
-
-    def template_calls():
-        tmodel.train()
-        for _ in range(steps):
-            img, label = next(clips)
-            template_step(tmodel, opt, img.to(device), label.to(device), 0.5, teacher_forcing)
-
-    return project, frames_per_s(template_calls, steps * BATCH * CLIP, device, reps, min_s)
+        return frames_per_s([project], frames, reps, min_s)[0], None
+    with TemplateProcess(_template_training, config=config, device=str(device), data_dir=data_dir,
+                         teacher_forcing=teacher_forcing, steps=steps) as loop:
+        return tuple(frames_per_s([project, loop], frames, reps, min_s))
 
 
 def measure_rollout(dataset, model, device, reps, config=None):
@@ -143,9 +197,11 @@ def measure_rollout(dataset, model, device, reps, config=None):
     first, labels = run.dataset.val_img[0].float() / 255, run.dataset.val_label.float() / 255
     gen = torch.Generator(run.device).manual_seed(0)
     frames = len(labels) - 1
-    project = frames_per_s(lambda: run.rollout(first, labels, "prior", gen), frames, run.device, reps, 0)
-    template = frames_per_s(lambda: template_rollout(run.model, first, labels), frames, run.device, reps, 0)
-    return frames / project, frames / template
+    project = timed(lambda: run.rollout(first, labels, "prior", gen), run.device)
+    with TemplateProcess(_template_rollout, config=run.config, device=str(run.device), first=first.cpu(),
+                         labels=labels.cpu(), weights={k: v.cpu() for k, v in run.model.state_dict().items()}) as loop:
+        rates = frames_per_s([project, loop], frames, reps, 0)
+    return frames / rates[0], frames / rates[1]
 
 
 def _packed_worker(data_dir, model, seconds, start_at, threads, queue):
@@ -194,7 +250,8 @@ def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=No
     steps = steps or (20 if device.type == "cuda" else 1)
     rows = []
     for tf in (True, False):
-        say(f"training, teacher forcing {'on' if tf else 'off'}: the project's path, then the template's loop")
+        say(f"training, teacher forcing {'on' if tf else 'off'}: the project's path and the template's loop (in its "
+            "own process), taking turns")
         project, template = measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s)
         rows.append({"what": f"training, teacher forcing {'on' if tf else 'off'}", "unit": "frames/s",
                      "project": project, "template_loop": template, "ratio": project / template})
@@ -205,7 +262,7 @@ def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=No
                                           {"compile": True}, template=False)
             rows.append({"what": f"training, teacher forcing {'on' if tf else 'off'}, compile: true",
                          "unit": "frames/s", "project": project, "template_loop": math.nan, "ratio": math.nan})
-    say("rollout of the validation video: the project's, then the template's")
+    say("rollout of the validation video: the project's and the template's (in its own process), taking turns")
     project, template = measure_rollout(dataset, model, device, reps)
     rows.append({"what": f"rollout of {len(dataset.val_img)} frames", "unit": "s", "project": project,
                  "template_loop": template, "ratio": template / project})
