@@ -84,14 +84,14 @@ def keep_freed_memory():
     """Ask glibc's malloc to keep freed memory in the process (no mmap per block, no trimming). By default it gives
     each large activation back to the OS when freed, so every CPU training step faults its pages in again: about
     40,000 page faults per small-model step, 10-12 % of its time on the dev VM (docs/PERFORMANCE.md). The
-    process keeps its peak memory instead. Returns whether it took effect (False off glibc)."""
+    process keeps its peak memory instead. Off glibc (no mallopt) nothing changes."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return False
+        return
     m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # glibc's <malloc.h>
-    return all(mallopt(option, value) == 1 for option, value in
-               ((m_mmap_max, 0), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+    for option, value in ((m_mmap_max, 0), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)):
+        mallopt(option, value)
 
 
 STRIP_FRAMES = (1, 10, 50, 150, 300, 600)
