@@ -1,6 +1,7 @@
 """End-to-end searches on a two-node local Ray cluster (the session's ray_cluster fixture)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,12 +171,18 @@ def test_local_gpu_over_request_fails_before_reading_data(tmp_path):
                                   "(0 trains on CPUs)"
 
 
+def _own_lines(err):
+    """stderr without what Ray forwards from its processes ("(raylet) ...", "(pid=...) ...", ANSI-coloured)."""
+    lines = (re.sub(r"\x1b\[[0-9;]*m", "", line) for line in err.splitlines())
+    return [line for line in lines if line.strip() and not line.startswith("(")]
+
+
 def test_a_template_size_search_on_cpus_warns_with_a_duration(capsys):
     from tune_cvae.space import load_space
     search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 0}, 23410, 2)
-    line = capsys.readouterr().err.strip()
+    [line] = _own_lines(capsys.readouterr().err)
     assert line.startswith("warning: kl_tfr.yaml trains the template-size model on CPUs")
     assert "hours for 32 trials x 70 epochs, 2 at a time" in line and "--gpus N" in line
     search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, 23410, 2)
     search.warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, 2400, 2)
-    assert capsys.readouterr().err == ""  # on GPUs, or a CPU-sized model: no warning
+    assert _own_lines(capsys.readouterr().err) == []  # on GPUs, or a CPU-sized model: no warning
