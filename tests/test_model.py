@@ -54,6 +54,19 @@ def test_rollout_starts_from_the_given_frame_and_zero_z_is_deterministic():
     assert not torch.equal(p1, p2)
 
 
+def test_videos_rolled_out_together_are_the_videos_rolled_out_one_by_one():
+    """predict_tests rolls the test videos out at once; a seed must still give each video its own z and frames."""
+    torch.manual_seed(0)
+    model = CVAE(32, 8, 4, 32).eval()
+    firsts, labels = torch.rand(3, 3, 32, 64), torch.rand(3, 7, 3, 32, 64)
+    together = rollout(model, firsts, labels, "prior", torch.Generator().manual_seed(5), chunk=4)
+    gen = torch.Generator().manual_seed(5)
+    alone = torch.stack([rollout(model, f, lab, "prior", gen, chunk=4) for f, lab in zip(firsts, labels)])
+    assert together.shape == (3, 7, 3, 32, 64) and torch.equal(together[:, 0], firsts)
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert not torch.allclose(together[0], together[1], atol=1e-2)  # not one video copied three times
+
+
 def test_psnr_is_computed_per_frame():
     true = torch.zeros(2, 3, 4, 4)
     pred = torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.01)])

@@ -262,35 +262,43 @@ def frame_step(model, prev, img, label, beta, kl_reduction):
 
 @torch.no_grad()
 def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=64, step=None):
-    """Generate a video frame by frame from its first frame (3, H, W) and all its poses (T, 3, H, W), in [0, 1].
+    """Generate videos frame by frame from their first frames (K, 3, H, W) and all their poses (K, T, 3, H, W),
+    in [0, 1]; one video may come as (3, H, W) and (T, 3, H, W).
 
-    Returns (T, 3, H, W): the given first frame then T-1 generated frames. z comes from the prior N(0, I)
-    ('prior': all frames' z drawn in one call on the labels' device with `generator`, which must live there:
-    the same seed gives the same z on that device) or is the prior's mean ('zero'). `step` replaces
-    next_frame (a compiled copy of it). On a CPU the frames go through a channels-last copy of the model: oneDNN's
-    NHWC kernels made one frame step 1.5-1.7x faster at batch 1 (docs/PERFORMANCE.md; training in that format
-    measured slower, so the model itself stays as it is).
+    Returns (K, T, 3, H, W) (or (T, 3, H, W)): the given first frames then T-1 generated frames each. The K
+    videos go through the network together (one frame step for all of them: 2x faster per video than one at a
+    time for the small model on 2 CPU cores, docs/PERFORMANCE.md); each is computed as it would be alone. z
+    comes from the prior N(0, I) ('prior': each video's z for all its frames drawn in one call, video after
+    video, on the labels' device with `generator`, which must live there: the same seed gives the same z on that
+    device) or is the prior's mean ('zero'). `chunk`: frames of all videos per call of the pose encoder. `step`
+    replaces next_frame (a compiled copy of it). On a CPU the frames go through a channels-last copy of the
+    model: oneDNN's NHWC kernels made one frame step 1.5-1.7x faster at batch 1 (docs/PERFORMANCE.md; training
+    in that format measured slower, so the model itself stays as it is).
     """
+    one = first_frame.dim() == 3
+    firsts, labels = (first_frame[None], labels[None]) if one else (first_frame, labels)
     model.eval()
     if labels.device.type == "cpu":
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     copy_out = step is not None  # a compiled step replayed as a CUDA graph overwrites its output at the next replay
     step = step or next_frame
-    T, _, H, W = labels.shape
+    K, T, _, H, W = labels.shape
     shape = (T - 1, model.N_dim, H, W)
     if infer_z == "zero":
-        zs = torch.zeros(shape[1:], device=labels.device).expand(shape)
+        zs = torch.zeros(shape[1:], device=labels.device).expand(T - 1, K, *shape[1:])
     else:
-        zs = torch.randn(shape, generator=generator, device=labels.device)
-    frames = [first_frame]
-    prev = first_frame.unsqueeze(0)
-    for start in range(1, T, chunk):
-        label_feat = model.label_transformation(labels[start:start + chunk])
+        zs = torch.stack([torch.randn(shape, generator=generator, device=labels.device) for _ in range(K)], 1)
+    frames, prev = [firsts], firsts
+    per_call = max(1, chunk // K)
+    for start in range(1, T, per_call):
+        poses = labels[:, start:start + per_call].transpose(0, 1)  # (frames, K, 3, H, W)
+        label_feat = model.label_transformation(_flat(poses)).unflatten(0, poses.shape[:2])
         for i in range(label_feat.shape[0]):
-            prev = step(model, prev, label_feat[i:i + 1], zs[start - 1 + i:start + i])
+            prev = step(model, prev, label_feat[i], zs[start - 1 + i])
             prev = prev.clone() if copy_out else prev
-            frames.append(prev[0])
-    return torch.stack(frames)
+            frames.append(prev)
+    videos = torch.stack(frames, 1)
+    return videos[0] if one else videos
 
 
 def next_frame(model, prev, label_feat, z):

@@ -43,12 +43,10 @@ PUBLIC_VIDEOS = 3           # videos 0-2 public, the rest private
 
 def predict_tests(run, infer_z="zero", seed=0):
     """Each test video of a train.Run's dataset: its given first frame then 629 frames rolled out by the run's
-    model (with its precision and compiled step), floats in [0, 1], (K, 630, 3, H, W)."""
+    model (with its precision and compiled step), all videos together, floats in [0, 1], (K, 630, 3, H, W)."""
     gen = torch.Generator(run.device).manual_seed(seed)  # the prior's z is drawn where the rollout runs
-    videos = []
-    for first, labels in zip(run.dataset.test_first, run.dataset.test_label):
-        videos.append(run.rollout(first.float() / 255, labels.float() / 255, infer_z, gen).cpu())
-    return torch.stack(videos)
+    return run.rollout(run.dataset.test_first.float() / 255, run.dataset.test_label.float() / 255, infer_z,
+                       gen).cpu()
 
 
 def to_uint8(videos):
