@@ -12,7 +12,7 @@ import torch
 from helpers import TINY, write_lab4
 from tune_cvae.config import make_config
 from tune_cvae.model import CVAE, posterior_noise, rollout, training_step
-from tune_cvae.speed import template_step
+from tune_cvae.speed import TemplateProcess, _template_rollout, template_step
 from tune_cvae.train import Run, train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -180,6 +180,14 @@ def test_speed_benchmark_prints_its_table(tmp_path):
     assert [row["what"] for row in table] == ["training, teacher forcing on", "training, teacher forcing off",
                                               "rollout of 12 frames"]
     assert all(row["project"] > 0 and row["template_loop"] > 0 and row["ratio"] > 0 for row in table)
+
+
+def test_a_template_loop_whose_process_dies_ends_the_measurement_with_one_error():
+    """Its traceback is the child's; the benchmark says the process ended instead of a broken pipe's traceback."""
+    with pytest.raises(RuntimeError, match=r"the template loop's process ended \(exit code 1\)"):
+        with TemplateProcess(_template_rollout, config=make_config({}), device="cpu", weights=None, first=None,
+                             labels=None) as loop:
+            loop(1)
 
 
 def test_speed_benchmark_refuses_a_bad_flag_in_one_line():

@@ -163,14 +163,22 @@ class TemplateProcess:
         self.proc.start()
 
     def __call__(self, calls):
-        self.conn.send(calls)
-        return self.conn.recv()
+        try:
+            self.conn.send(calls)
+            return self.conn.recv()
+        except (EOFError, OSError):  # a broken pipe or a reset connection: the child is gone
+            self.proc.join()
+            raise RuntimeError(f"the template loop's process ended (exit code {self.proc.exitcode}); its error is "
+                               "printed above") from None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.conn.send(0)
+        try:
+            self.conn.send(0)
+        except OSError:  # it has already ended
+            pass
         self.proc.join()
 
 
