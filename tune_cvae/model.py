@@ -266,7 +266,7 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     in [0, 1]; one video may come as (3, H, W) and (T, 3, H, W).
 
     Returns (K, T, 3, H, W) (or (T, 3, H, W)): the given first frames then T-1 generated frames each. The K
-    videos go through the network together (one frame step for all of them: 2x faster per video than one at a
+    videos go through the network together (one frame step for all of them: 1.9x faster per video than one at a
     time for the small model on 2 CPU cores, docs/PERFORMANCE.md); each is computed as it would be alone. z
     comes from the prior N(0, I) ('prior': each video's z for all its frames drawn in one call, video after
     video, on the labels' device with `generator`, which must live there: the same seed gives the same z on that
