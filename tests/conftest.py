@@ -1,11 +1,14 @@
 """Shared fixtures: a private cache folder, the built-in data at test size, one Ray session, a smoke search."""
+import atexit
 import dataclasses
 import os
+import shutil
 import tempfile
 
 import pytest
 
 os.environ["TUNE_CVAE_CACHE"] = tempfile.mkdtemp(prefix="tune_cvae_test_cache_")
+atexit.register(shutil.rmtree, os.environ["TUNE_CVAE_CACHE"], ignore_errors=True)  # ~100 MB per run otherwise
 
 from tune_cvae.data import load_dataset  # noqa: E402
 from tune_cvae.synthetic import generate  # noqa: E402
