@@ -168,6 +168,22 @@ def test_compiled_cuda_step_equals_the_eager_step(short_val, teacher_forcing):
     assert _same_grads(out[1][1], out[0][1])
 
 
+@CUDA
+def test_compiled_cuda_rollout_equals_the_eager_rollout(short_val):
+    """The frame step replayed as a CUDA graph: every frame kept (a replay overwrites the previous output), and
+    the weights as they are at each rollout (a change between two validations is seen, not baked in)."""
+    runs = [Run({**TINY, "compile": c}, short_val, "cuda") for c in (False, True)]
+    first, labels = short_val.val_img[0].cuda().float() / 255, short_val.val_label[:12].cuda().float() / 255
+    for _ in range(2):
+        runs[1].model.load_state_dict(runs[0].model.state_dict())
+        eager, compiled = (run.rollout(first, labels, "prior", torch.Generator("cuda").manual_seed(5))
+                           for run in runs)
+        assert torch.allclose(compiled, eager, atol=1e-4)
+        with torch.no_grad():
+            for p in runs[0].model.parameters():
+                p.mul_(1.01)
+
+
 def test_speed_benchmark_prints_its_table(tmp_path):
     """On a LAB4 folder of another image size with a 12-frame validation video (the rollout's length)."""
     data = write_lab4(tmp_path / "lab4", size=(48, 96), n_train=64, n_val=12)
