@@ -196,6 +196,9 @@ def test_speed_benchmark_prints_its_table(tmp_path):
     assert [row["what"] for row in table] == ["training, teacher forcing on", "training, teacher forcing off",
                                               "rollout of 12 frames"]
     assert all(row["project"] > 0 and row["template_loop"] > 0 and row["ratio"] > 0 for row in table)
+    for row in table:  # the median of the rounds' ratios, inside their range (one round here: its own)
+        low, high = map(float, row["ratio_range"].split("-"))
+        assert low - 0.005 <= row["ratio"] <= high + 0.005
 
 
 def test_a_template_loop_whose_process_dies_ends_the_measurement_with_one_error():

@@ -101,13 +101,27 @@ def timed(fn, device):
 def frames_per_s(sides, frames, reps, min_s):
     """Each side (timed) handles `frames` frames per call: one warm-up call each, then `reps` rounds in which
     each in turn runs enough calls to last `min_s` seconds (interleaved, so a machine whose speed drifts over
-    minutes biases neither); each side's median frames per second."""
+    minutes biases neither); each side's frames per second in each round."""
     calls = [max(1, math.ceil(min_s / max(side(1), 1e-3))) for side in sides]
     rates = [[] for _ in sides]
     for _ in range(reps):
         for side, n, got in zip(sides, calls, rates):
             got.append(n * frames / side(n))
-    return [statistics.median(got) for got in rates]
+    return rates
+
+
+def table_row(what, project, template=None, frames=None):
+    """A row of the table from each round's frames/s: the medians (seconds per `frames` frames when given), and
+    the project's speed over the template loop's, each round's sides ran back to back: the median of the rounds'
+    ratios and their range (how much the ratio moved during the measurement)."""
+    unit, shown = ("frames/s", statistics.median) if frames is None else ("s", lambda r: frames / statistics.median(r))
+    row = {"what": what, "unit": unit, "project": shown(project), "template_loop": math.nan, "ratio": math.nan,
+           "ratio_range": ""}
+    if template:
+        ratios = [p / t for p, t in zip(project, template)]
+        row.update(template_loop=shown(template), ratio=statistics.median(ratios),
+                   ratio_range=f"{min(ratios):.2f}-{max(ratios):.2f}")
+    return row
 
 
 def _looped(iterable_factory):
@@ -184,7 +198,8 @@ class TemplateProcess:
 
 def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, reps, min_s, config=None,
                      template=True):
-    """(project frames/s, template-loop frames/s or None) of `steps` optimiser steps per call, same model, batch."""
+    """Each round's frames/s (project, template loop or None) of `steps` optimiser steps per call, same model,
+    batch."""
     config = make_config({**MODELS[model], "batch_size": BATCH, "train_vi_len": CLIP, "seed": 0, **(config or {})})
     run = Run(config, dataset, device)
     starts = dataset.clip_starts(CLIP, 1.0)
@@ -200,7 +215,7 @@ def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, r
 
 
 def measure_rollout(dataset, model, device, reps, config=None):
-    """(project, template) seconds of one rollout of the validation video, median of `reps` after a warm-up."""
+    """Each round's frames/s (project, template) of one rollout of the validation video, after a warm-up."""
     run = Run(make_config({**MODELS[model], "seed": 0, **(config or {})}), dataset, device)
     first, labels = run.dataset.val_img[0].float() / 255, run.dataset.val_label.float() / 255
     gen = torch.Generator(run.device).manual_seed(0)
@@ -208,8 +223,7 @@ def measure_rollout(dataset, model, device, reps, config=None):
     project = timed(lambda: run.rollout(first, labels, "prior", gen), run.device)
     with TemplateProcess(_template_rollout, config=run.config, device=str(run.device), first=first.cpu(),
                          labels=labels.cpu(), weights={k: v.cpu() for k, v in run.model.state_dict().items()}) as loop:
-        rates = frames_per_s([project, loop], frames, reps, 0)
-    return frames / rates[0], frames / rates[1]
+        return tuple(frames_per_s([project, loop], frames, reps, 0))
 
 
 def _packed_worker(data_dir, model, seconds, start_at, threads, queue):
@@ -260,32 +274,29 @@ def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=No
     for tf in (True, False):
         say(f"training, teacher forcing {'on' if tf else 'off'}: the project's path and the template's loop (in its "
             "own process), taking turns")
-        project, template = measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s)
-        rows.append({"what": f"training, teacher forcing {'on' if tf else 'off'}", "unit": "frames/s",
-                     "project": project, "template_loop": template, "ratio": project / template})
+        rows.append(table_row(f"training, teacher forcing {'on' if tf else 'off'}",
+                              *measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s)))
     if device.type == "cuda":  # the same path compiled (CUDA graphs): kept only if it measures faster
         for tf in (True, False):
             say(f"training, teacher forcing {'on' if tf else 'off'}, compiled (CUDA graphs; compiling first)")
-            project, _ = measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s,
-                                          {"compile": True}, template=False)
-            rows.append({"what": f"training, teacher forcing {'on' if tf else 'off'}, compile: true",
-                         "unit": "frames/s", "project": project, "template_loop": math.nan, "ratio": math.nan})
+            rows.append(table_row(f"training, teacher forcing {'on' if tf else 'off'}, compile: true",
+                                  *measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s,
+                                                    {"compile": True}, template=False)))
     say("rollout of the validation video: the project's and the template's (in its own process), taking turns")
-    project, template = measure_rollout(dataset, model, device, reps)
-    rows.append({"what": f"rollout of {len(dataset.val_img)} frames", "unit": "s", "project": project,
-                 "template_loop": template, "ratio": template / project})
+    frames = len(dataset.val_img) - 1
+    rows.append(table_row(f"rollout of {len(dataset.val_img)} frames", *measure_rollout(dataset, model, device, reps),
+                          frames))
     if device.type == "cuda":
         say("rollout of the validation video, compiled (CUDA graphs; compiling first)")
-        project, template = measure_rollout(dataset, model, device, reps, {"compile": True})
-        rows.append({"what": f"rollout of {len(dataset.val_img)} frames, compile: true", "unit": "s",
-                     "project": project, "template_loop": template, "ratio": template / project})
+        rows.append(table_row(f"rollout of {len(dataset.val_img)} frames, compile: true",
+                              *measure_rollout(dataset, model, device, reps, {"compile": True}), frames))
         one = None
         for n in packed:
             say(f"{n} trial(s) sharing the GPU, no teacher forcing")
             total = measure_packed(data_dir, model, n)
             one = one or total
-            rows.append({"what": f"{n} trials sharing the GPU, no teacher forcing (total)", "unit": "frames/s",
-                         "project": total, "template_loop": math.nan, "ratio": total / one})
+            rows.append({**table_row(f"{n} trials sharing the GPU, no teacher forcing (total)", [total]),
+                         "ratio": total / one})
     facts = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
              or platform.machine(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "model": model, "batch": BATCH,
