@@ -12,7 +12,7 @@ import torch
 from helpers import TINY, write_lab4
 from tune_cvae.config import make_config
 from tune_cvae.model import CVAE, posterior_noise, rollout, training_step
-from tune_cvae.speed import TemplateProcess, _template_rollout, template_step
+from tune_cvae.speed import TemplateProcess, _template_rollout, table_row, template_step
 from tune_cvae.train import Run, train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -199,6 +199,15 @@ def test_speed_benchmark_prints_its_table(tmp_path):
     for row in table:  # the median of the rounds' ratios, inside their range (one round here: its own)
         low, high = map(float, row["ratio_range"].split("-"))
         assert low - 0.005 <= row["ratio"] <= high + 0.005
+
+
+def test_a_table_row_gives_the_median_of_the_rounds_ratios_and_their_range():
+    """Rounds of frames/s: speeds shown as medians (or seconds per rollout), the ratio paired round by round."""
+    row = table_row("training", [10.0, 30.0, 12.0], [10.0, 10.0, 4.0])
+    assert (row["project"], row["template_loop"], row["ratio"], row["ratio_range"]) == (12.0, 10.0, 3.0, "1.00-3.00")
+    row = table_row("rollout", [2.0, 4.0, 5.0], [1.0, 2.0, 4.0], frames=20)
+    assert (row["unit"], row["project"], row["template_loop"], row["ratio"]) == ("s", 5.0, 10.0, 2.0)
+    assert table_row("compiled", [5.0])["ratio_range"] == ""
 
 
 def test_a_template_loop_whose_process_dies_ends_the_measurement_with_one_error():

@@ -1,6 +1,7 @@
 """The speed benchmark (`python -m tune_cvae.bench speed`) and its yardstick, a faithful re-creation of the course
 template's training and validation loops, which is also the reference the project's batched step must equal.
 """
+import contextlib
 import math
 import os
 import platform
@@ -189,10 +190,8 @@ class TemplateProcess:
         return self
 
     def __exit__(self, *exc):
-        try:
+        with contextlib.suppress(OSError):  # it may have ended already
             self.conn.send(0)
-        except OSError:  # it has already ended
-            pass
         self.proc.join()
 
 
