@@ -11,7 +11,7 @@ import torch
 
 from helpers import TINY, write_lab4
 from tune_cvae.config import make_config
-from tune_cvae.model import CVAE, posterior_noise, rollout, training_step
+from tune_cvae.model import CVAE, Pointwise, posterior_noise, rollout, training_step
 from tune_cvae.speed import TemplateProcess, _template_rollout, table_row, template_step
 from tune_cvae.train import Run, train
 
@@ -131,7 +131,9 @@ def test_prior_z_drawn_at_once_equals_drawing_it_frame_by_frame():
                                   prev)
             frames.append(prev[0])
     assert torch.allclose(at_once, torch.stack(frames), atol=1e-6)
-    assert all(p.is_contiguous() for p in model.parameters())  # the CPU rollout's channels-last model is a copy
+    # the CPU rollout's model (channels-last, 1x1 convolutions as products) is a copy; the model stays as it was
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert not any(isinstance(m, Pointwise) for m in model.modules())
 
 
 def test_a_diverging_run_is_still_stopped_without_a_check_per_step(short_val):

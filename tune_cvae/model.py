@@ -271,15 +271,13 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     comes from the prior N(0, I) ('prior': each video's z for all its frames drawn in one call, video after
     video, on the labels' device with `generator`, which must live there: the same seed gives the same z on that
     device) or is the prior's mean ('zero'). `chunk`: frames of all videos per call of the pose encoder. `step`
-    replaces next_frame (a compiled copy of it). On a CPU the frames go through a channels-last copy of the
-    model: oneDNN's NHWC kernels made one frame step 1.5-1.7x faster at batch 1 (docs/PERFORMANCE.md; training
-    in that format measured slower, so the model itself stays as it is).
+    replaces next_frame (a compiled copy of it). On a CPU the frames go through cpu_inference_copy(model).
     """
     one = first_frame.dim() == 3
     firsts, labels = (first_frame[None], labels[None]) if one else (first_frame, labels)
     model.eval()
     if labels.device.type == "cpu":
-        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        model = cpu_inference_copy(model)
     copy_out = step is not None  # a compiled step replayed as a CUDA graph overwrites its output at the next replay
     step = step or next_frame
     K, T, _, H, W = labels.shape
@@ -299,6 +297,31 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
             frames.append(prev)
     videos = torch.stack(frames, 1)
     return videos[0] if one else videos
+
+
+class Pointwise(nn.Module):
+    """A 1x1 convolution as a matrix product over the pixels of a channels-last input (same values): at batch 1
+    on a CPU a oneDNN convolution costs 75-90 us per call however small, the product 25-85 us for most of the
+    small model's 1x1 shapes (docs/PERFORMANCE.md)."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.weight, self.bias = conv.weight.detach().flatten(1), conv.bias.detach()
+
+    def forward(self, x):
+        return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
+
+
+def cpu_inference_copy(model):
+    """The copy of `model` a CPU rollout runs: channels-last (oneDNN's NHWC kernels are faster at batch 1), its
+    plain 1x1 convolutions as Pointwise products. The model itself stays as it is (training measured slower)."""
+    model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if (isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and child.stride == (1, 1)
+                    and child.padding == (0, 0) and child.groups == 1 and child.bias is not None):
+                setattr(parent, name, Pointwise(child))
+    return model
 
 
 def next_frame(model, prev, label_feat, z):
