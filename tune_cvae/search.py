@@ -186,7 +186,9 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     logging.getLogger("ray.tune.tune").addFilter(watch)
     (exp_dir / report.INTERRUPTED_FILE).unlink(missing_ok=True)  # a resumed search starts uninterrupted
     try:
-        grid = tuner.fit()  # Ray turns Ctrl-C into a last save of the experiment state and returns
+        with warnings.catch_warnings():  # ASHA's cutoff over rungs whose results are all NaN (diverged trials)
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            grid = tuner.fit()  # Ray turns Ctrl-C into a last save of the experiment state and returns
     finally:
         logging.getLogger("ray.tune.tune").removeFilter(watch)
     interrupted = watch.stopped or grid.num_terminated + grid.num_errors < space.num_samples
