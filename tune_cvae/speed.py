@@ -214,7 +214,8 @@ def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, r
 
 
 def measure_rollout(dataset, model, device, reps, config=None):
-    """Each round's frames/s (project, template) of one rollout of the validation video, after a warm-up."""
+    """Each round's frames/s (project, template) of one rollout of the validation video, after a warm-up, and
+    the frames a rollout makes (table_row's arguments after the row's name)."""
     run = Run(make_config({**MODELS[model], "seed": 0, **(config or {})}), dataset, device)
     first, labels = run.dataset.val_img[0].float() / 255, run.dataset.val_label.float() / 255
     gen = torch.Generator(run.device).manual_seed(0)
@@ -222,7 +223,7 @@ def measure_rollout(dataset, model, device, reps, config=None):
     project = timed(lambda: run.rollout(first, labels, "prior", gen), run.device)
     with TemplateProcess(_template_rollout, config=run.config, device=str(run.device), first=first.cpu(),
                          labels=labels.cpu(), weights={k: v.cpu() for k, v in run.model.state_dict().items()}) as loop:
-        return tuple(frames_per_s([project, loop], frames, reps, 0))
+        return (*frames_per_s([project, loop], frames, reps, 0), frames)
 
 
 def _packed_worker(data_dir, model, seconds, start_at, threads, queue):
@@ -282,13 +283,11 @@ def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=No
                                   *measure_training(data_dir, dataset, model, device, tf, steps, reps, min_s,
                                                     {"compile": True}, template=False)))
     say("rollout of the validation video: the project's and the template's (in its own process), taking turns")
-    frames = len(dataset.val_img) - 1
-    rows.append(table_row(f"rollout of {len(dataset.val_img)} frames", *measure_rollout(dataset, model, device, reps),
-                          frames))
+    rows.append(table_row(f"rollout of {len(dataset.val_img)} frames", *measure_rollout(dataset, model, device, reps)))
     if device.type == "cuda":
         say("rollout of the validation video, compiled (CUDA graphs; compiling first)")
         rows.append(table_row(f"rollout of {len(dataset.val_img)} frames, compile: true",
-                              *measure_rollout(dataset, model, device, reps, {"compile": True}), frames))
+                              *measure_rollout(dataset, model, device, reps, {"compile": True})))
         one = None
         for n in packed:
             say(f"{n} trial(s) sharing the GPU, no teacher forcing")
