@@ -12,7 +12,7 @@ import torch
 from helpers import TINY, write_lab4
 from tune_cvae.config import make_config
 from tune_cvae.model import CVAE, Pointwise, posterior_noise, rollout, training_step
-from tune_cvae.speed import TemplateProcess, _template_rollout, table_row, template_step
+from tune_cvae.speed import TemplateProcess, _template_rollout, rollout_in_pieces, table_row, template_step
 from tune_cvae.train import Run, train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -212,11 +212,29 @@ def test_a_table_row_gives_the_median_of_the_rounds_ratios_and_their_range():
     assert table_row("compiled", [5.0])["ratio_range"] == ""
 
 
+def test_a_rollout_timed_in_pieces_makes_the_whole_video_once_per_round_of_calls():
+    """Each piece goes on from the frame the previous piece ended with; the pieces' poses cover the video once;
+    after the last piece the video starts again from its true first frame."""
+    calls = []
+
+    def fake_rollout(first, poses):  # a frame per pose after the first: 10 x the pose's number
+        calls.append((first.item(), poses.tolist()))
+        return torch.cat([first.view(1), 10 * poses[1:]])
+
+    call = rollout_in_pieces(fake_rollout, torch.tensor(-1.0), torch.arange(12.0), 4)
+    for _ in range(5):
+        call()
+    starts = [first for first, _ in calls]
+    assert starts[0] == -1 and starts[4] == -1
+    assert starts[1:4] == [10 * poses[-1] for _, poses in calls[:3]]
+    assert [pose for _, poses in calls[:4] for pose in poses[1:]] == list(range(1, 12))
+
+
 def test_a_template_loop_whose_process_dies_ends_the_measurement_with_one_error():
     """Its traceback is the child's; the benchmark says the process ended instead of a broken pipe's traceback."""
     with pytest.raises(RuntimeError, match=r"the template loop's process ended \(exit code 1\)"):
         with TemplateProcess(_template_rollout, config=make_config({}), device="cpu", weights=None, first=None,
-                             labels=None) as loop:
+                             labels=None, pieces=1) as loop:
             loop(1)
 
 

@@ -99,15 +99,20 @@ def timed(fn, device):
     return repeat
 
 
-def frames_per_s(sides, frames, reps, min_s):
-    """Each side (timed) handles `frames` frames per call: one warm-up call each, then `reps` rounds in which
-    each in turn runs enough calls to last `min_s` seconds (interleaved, so a machine whose speed drifts over
+def frames_per_s(sides, frames, reps, min_s, turns=1):
+    """Each side (timed) handles `frames` frames per call, or per `turns` calls when its work comes in pieces (a
+    rollout timed piece by piece): one warm-up call each, then `reps` rounds in which the sides take `turns` turns,
+    each turn running enough calls to last `min_s` seconds (interleaved, so a machine whose speed drifts over
     minutes biases neither); each side's frames per second in each round."""
     calls = [max(1, math.ceil(min_s / max(side(1), 1e-3))) for side in sides]
     rates = [[] for _ in sides]
     for _ in range(reps):
-        for side, n, got in zip(sides, calls, rates):
-            got.append(n * frames / side(n))
+        spent = [0.0] * len(sides)
+        for _ in range(turns):
+            for i, (side, n) in enumerate(zip(sides, calls)):
+                spent[i] += side(n)
+        for got, n, s in zip(rates, calls, spent):
+            got.append(n * frames / s)
     return rates
 
 
@@ -149,12 +154,31 @@ def _template_training(config, device, data_dir, teacher_forcing, steps):
     return calls
 
 
-def _template_rollout(config, device, weights, first, labels):
-    """One call = the template's rollout of one video with the given weights."""
+ROLLOUT_PIECES = 10  # a rollout is timed in pieces, the two sides taking turns (see rollout_in_pieces)
+
+
+def rollout_in_pieces(rollout_fn, first, labels, pieces):
+    """A timed side whose call rolls out the next of `pieces` consecutive pieces of one video: piece j goes on from
+    the frame piece j-1 ended with (the first from the true first frame), so `pieces` calls make the whole rollout,
+    then the next call starts the video again. One rollout of a 630-frame video takes half a minute or more on a
+    CPU, and a shared machine's speed drifts within that (docs/PERFORMANCE.md); pieces taken in turns give both
+    sides the same conditions. rollout_fn(first frame, poses) -> frames, the given first one included."""
+    bounds = torch.linspace(0, len(labels) - 1, pieces + 1).round().long().tolist()
+    state = {"piece": 0, "last": first}
+
+    def call():
+        j = state["piece"]
+        frames = rollout_fn(first if j == 0 else state["last"], labels[bounds[j]:bounds[j + 1] + 1])
+        state["last"], state["piece"] = frames[-1], (j + 1) % pieces
+    return call
+
+
+def _template_rollout(config, device, weights, first, labels, pieces):
+    """One call = the next piece of the template's rollout of one video with the given weights."""
     model = model_from_config(config).to(device)
     model.load_state_dict(weights)
     first, labels = first.to(device), labels.to(device)
-    return lambda: template_rollout(model, first, labels)
+    return rollout_in_pieces(lambda f, poses: template_rollout(model, f, poses), first, labels, pieces)
 
 
 def _template_side(conn, make, threads, kwargs):
@@ -214,16 +238,20 @@ def measure_training(data_dir, dataset, model, device, teacher_forcing, steps, r
 
 
 def measure_rollout(dataset, model, device, reps, config=None):
-    """Each round's frames/s (project, template) of one rollout of the validation video, after a warm-up, and
-    the frames a rollout makes (table_row's arguments after the row's name)."""
+    """Each round's frames/s (project, template) of one rollout of the validation video, timed in pieces taken in
+    turns (rollout_in_pieces) after a warm-up piece, and the frames a rollout makes (table_row's arguments after
+    the row's name)."""
     run = Run(make_config({**MODELS[model], "seed": 0, **(config or {})}), dataset, device)
     first, labels = run.dataset.val_img[0].float() / 255, run.dataset.val_label.float() / 255
     gen = torch.Generator(run.device).manual_seed(0)
     frames = len(labels) - 1
-    project = timed(lambda: run.rollout(first, labels, "prior", gen), run.device)
+    pieces = min(ROLLOUT_PIECES, frames)
+    project = timed(rollout_in_pieces(lambda f, poses: run.rollout(f, poses, "prior", gen), first, labels, pieces),
+                    run.device)
     with TemplateProcess(_template_rollout, config=run.config, device=str(run.device), first=first.cpu(),
-                         labels=labels.cpu(), weights={k: v.cpu() for k, v in run.model.state_dict().items()}) as loop:
-        return (*frames_per_s([project, loop], frames, reps, 0), frames)
+                         labels=labels.cpu(), weights={k: v.cpu() for k, v in run.model.state_dict().items()},
+                         pieces=pieces) as loop:
+        return (*frames_per_s([project, loop], frames, reps, 0, turns=pieces), frames)
 
 
 def _packed_worker(data_dir, model, seconds, start_at, threads, queue):
