@@ -7,8 +7,9 @@ speed: on the same data, model size, batch, device and threads, training frames 
 training path (train.Run: frames decoded once, a clip's frames batched, no per-step host sync) and of a faithful
 re-creation of the template's loop (a DataLoader decoding the PNG files per item, every frame encoded per step;
 in a process of its own, as a user's script), with and without teacher forcing, and the 630-frame validation
-rollout of each; a warm-up, then the median of repetitions taken in turns, and the ratios (the median of the
-rounds' ratios and their range, which shows how much the machine's speed moved). On CUDA also N trials sharing
+rollout of each (timed in 10 pieces, taken in turns); a warm-up, then the median of repetitions taken in turns,
+and the ratios (the median of the rounds' ratios and their range, which shows how much the machine's speed
+moved). On CUDA also N trials sharing
 the GPU (N processes).
 
 quality: on a built-in dataset of another seed (data the spaces were never tuned on) run what `make demo` runs
@@ -102,7 +103,7 @@ def main(argv=None):
                    help="template: the template's sizes (F 128, L 32, N 12, D 192); small: F 32, L 16, N 4, D 48")
     s.add_argument("--data", default=None, help="LAB4-layout folder (default: the built-in dataset)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    s.add_argument("--reps", type=int, default=3, help="timed rounds per figure (medians shown, and the range "
+    s.add_argument("--reps", type=int, default=5, help="timed rounds per figure (medians shown, and the range "
                                                             "of the rounds' ratios)")
     s.add_argument("--steps", type=int, default=None, help="optimiser steps per timed call (default: 20 on CUDA, "
                                                            "1 on CPU)")

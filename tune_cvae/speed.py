@@ -289,7 +289,7 @@ def measure_packed(data_dir, model, n, seconds=20):
     return sum(rates)
 
 
-def speed(device="cpu", model="template", data=None, reps=3, min_s=2.0, steps=None, threads=None,
+def speed(device="cpu", model="template", data=None, reps=5, min_s=2.0, steps=None, threads=None,
           packed=(1, 2, 4, 8)):
     """The speed table (a DataFrame) and the facts that go with it (machine, torch, threads, date)."""
     device = pick_device(device)
