@@ -9,8 +9,7 @@ re-creation of the template's loop (a DataLoader decoding the PNG files per item
 in a process of its own, as a user's script), with and without teacher forcing, and the 630-frame validation
 rollout of each (timed in 10 pieces, taken in turns); a warm-up, then the median of repetitions taken in turns,
 and the ratios (the median of the rounds' ratios and their range, which shows how much the machine's speed
-moved). On CUDA also N trials sharing
-the GPU (N processes).
+moved). On CUDA also N trials sharing the GPU (N processes).
 
 quality: on a built-in dataset of another seed (data the spaces were never tuned on) run what `make demo` runs
 (the demo search, then run_best.py), train the space's first point (the template's default configuration) for
