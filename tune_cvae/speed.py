@@ -164,12 +164,13 @@ def rollout_in_pieces(rollout_fn, first, labels, pieces):
     CPU, and a shared machine's speed drifts within that (docs/PERFORMANCE.md); pieces taken in turns give both
     sides the same conditions. rollout_fn(first frame, poses) -> frames, the given first one included."""
     bounds = torch.linspace(0, len(labels) - 1, pieces + 1).round().long().tolist()
-    state = {"piece": 0, "last": first}
+    state = {"piece": 0, "start": first}  # the next piece and the frame it starts from
 
     def call():
         j = state["piece"]
-        frames = rollout_fn(first if j == 0 else state["last"], labels[bounds[j]:bounds[j + 1] + 1])
-        state["last"], state["piece"] = frames[-1], (j + 1) % pieces
+        frames = rollout_fn(state["start"], labels[bounds[j]:bounds[j + 1] + 1])
+        state["piece"] = (j + 1) % pieces
+        state["start"] = frames[-1] if state["piece"] else first
     return call
 
 
