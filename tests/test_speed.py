@@ -11,7 +11,7 @@ import torch
 
 from helpers import TINY, write_lab4
 from tune_cvae.config import make_config
-from tune_cvae.model import CVAE, Pointwise, posterior_noise, rollout, training_step
+from tune_cvae.model import CVAE, Conv1x1, posterior_noise, rollout, training_step
 from tune_cvae.speed import TemplateProcess, _template_rollout, rollout_in_pieces, table_row, template_step
 from tune_cvae.train import Run, train
 
@@ -62,6 +62,33 @@ def test_a_step_in_pieces_equals_the_step_at_once(teacher_forcing):
         loss = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch", eps, chunk)[0]
         loss.backward()
         out.append((loss.item(), _grads(model)))
+    assert out[1][0] == pytest.approx(out[0][0], rel=1e-5)
+    assert _same_grads(out[1][1], out[0][1])
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_a_cpu_run_trains_channels_last_and_that_step_equals_the_nchw_step(short_val, teacher_forcing):
+    """On a CPU, Run keeps its model channels-last, so its 1x1 layers run as products over the pixels and its
+    frames stay channels-last through the step (2 clips: flattened with a copy); the same function as NCHW. The
+    pose encoder's BatchNorm in eval mode: in training mode its backward cancels large terms, and float32's
+    summation-order noise (about 1e-4 of the 7x7 kernel's gradient) would hide what this checks."""
+    run = Run({**TINY, "train_vi_len": 6}, short_val)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in run.model.parameters() if p.dim() == 4)
+    run.model.label_transformation[2].eval()
+    nchw = copy.deepcopy(run.model).to(memory_format=torch.contiguous_format)
+    layouts = []  # of every convolution's input but the images' and poses' (3 channels, as they come)
+    for m in run.model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.in_channels > 3:
+            m.register_forward_hook(lambda m, x, y: layouts.append(x[0].is_contiguous(
+                memory_format=torch.channels_last)))
+    img, label = torch.rand(2, 6, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
+    eps = posterior_noise(run.model, img)
+    out = []
+    for model in (nchw, run.model):
+        loss = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch", eps)[0]
+        loss.backward()
+        out.append((loss.item(), _grads(model)))
+    assert layouts and all(layouts)
     assert out[1][0] == pytest.approx(out[0][0], rel=1e-5)
     assert _same_grads(out[1][1], out[0][1])
 
@@ -131,9 +158,11 @@ def test_prior_z_drawn_at_once_equals_drawing_it_frame_by_frame():
                                   prev)
             frames.append(prev[0])
     assert torch.allclose(at_once, torch.stack(frames), atol=1e-6)
-    # the CPU rollout's model (channels-last, 1x1 convolutions as products) is a copy; the model stays as it was
+    # the CPU rollout's model (channels-last, 1x1 convolutions as products for one video, not for several) is a
+    # copy; the model stays as it was
+    rollout(model, torch.stack([first] * 2), torch.stack([labels] * 2), "zero")
     assert all(p.is_contiguous() for p in model.parameters())
-    assert not any(isinstance(m, Pointwise) for m in model.modules())
+    assert all(m.product for m in model.modules() if isinstance(m, Conv1x1))
 
 
 def test_a_diverging_run_is_still_stopped_without_a_check_per_step(short_val):

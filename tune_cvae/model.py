@@ -9,6 +9,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class Conv1x1(nn.Conv2d):
+    """A 1x1 convolution. On a channels-last input (CPU training, a single video's rollout) it runs as one matrix
+    product over the pixels (same values): faster there than torch's per-frame products and oneDNN's kernel
+    (docs/PERFORMANCE.md). `product = False` keeps the convolution: batched rollouts measured faster with it."""
+    product = True
+
+    def __init__(self, in_ch, out_ch):
+        super().__init__(in_ch, out_ch, 1)
+
+    def forward(self, x):
+        if self.product and x.is_contiguous(memory_format=torch.channels_last):
+            return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 class ResidualBlock(nn.Module):
     """Two 3x3 convs with LeakyReLU(0.01); a 1x1 conv on the skip path when the channel count changes."""
 
@@ -17,7 +32,7 @@ class ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.act = nn.LeakyReLU(slope)
-        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+        self.adaptor = Conv1x1(in_ch, out_ch) if in_ch != out_ch else None
 
     def forward(self, x):
         identity = x if self.adaptor is None else self.adaptor(x)
@@ -29,13 +44,13 @@ class DepthConvBlock(nn.Module):
 
     def __init__(self, in_ch, out_ch, slope_depth=0.01, slope_ffn=0.1):
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_ch, in_ch, 1), nn.LeakyReLU(slope_depth))
+        self.conv1 = nn.Sequential(Conv1x1(in_ch, in_ch), nn.LeakyReLU(slope_depth))
         self.depth_conv = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch)
-        self.conv2 = nn.Conv2d(in_ch, out_ch, 1)
-        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+        self.conv2 = Conv1x1(in_ch, out_ch)
+        self.adaptor = Conv1x1(in_ch, out_ch) if in_ch != out_ch else None
         hidden = out_ch * 2
-        self.ffn_in = nn.Conv2d(out_ch, hidden * 2, 1)
-        self.ffn_out = nn.Conv2d(hidden, out_ch, 1)
+        self.ffn_in = Conv1x1(out_ch, hidden * 2)
+        self.ffn_out = Conv1x1(hidden, out_ch)
         self.ffn_act = nn.LeakyReLU(slope_ffn)
 
     def forward(self, x):
@@ -81,7 +96,7 @@ class Gaussian_Predictor(nn.Sequential):
             DepthConvBlock(max(out_chans // 2, 1), max(out_chans // 2, 1)),
             ResidualBlock(max(out_chans // 2, 1), out_chans),
             nn.LeakyReLU(True),  # template quirk (identity), see Label_Encoder
-            nn.Conv2d(out_chans, out_chans * 2, kernel_size=1),
+            Conv1x1(out_chans, out_chans * 2),
         )
         self.logvar_clamp = logvar_clamp
 
@@ -105,7 +120,7 @@ class Decoder_Fusion(nn.Sequential):
             DepthConvBlock(in_chans // 4, in_chans // 2),
             ResidualBlock(in_chans // 2, in_chans // 2),
             DepthConvBlock(in_chans // 2, out_chans // 2),
-            nn.Conv2d(out_chans // 2, out_chans, 1),
+            Conv1x1(out_chans // 2, out_chans),
         )
 
     def forward(self, img, label, z):
@@ -122,7 +137,7 @@ class Generator(nn.Sequential):
             DepthConvBlock(input_nc // 4, input_nc // 4),
             ResidualBlock(input_nc // 4, input_nc // 8),
             DepthConvBlock(input_nc // 8, input_nc // 8),
-            nn.Conv2d(input_nc // 8, output_nc, 1),
+            Conv1x1(input_nc // 8, output_nc),
         )
 
 
@@ -172,7 +187,10 @@ def kl_divergence(mu, logvar, reduction):
 
 
 def _flat(x):
-    """(B, T, C, H, W) -> (B*T, C, H, W)."""
+    """(B, T, C, H, W) -> (B*T, C, H, W); channels-last frames stay channels-last (a reshape that has to copy
+    them would make them NCHW)."""
+    if x.shape[2] > 1 and x.stride(2) == 1:
+        return x.permute(0, 1, 3, 4, 2).flatten(0, 1).permute(0, 3, 1, 2)
     return x.reshape(-1, *x.shape[2:])
 
 
@@ -299,32 +317,14 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     return videos[0] if one else videos
 
 
-class Pointwise(nn.Module):
-    """A 1x1 convolution as a matrix product over the pixels of a channels-last input (same values): at batch 1
-    on a CPU a oneDNN convolution costs 75-90 us per call however small, the product 25-85 us for most of the
-    small model's 1x1 shapes (docs/PERFORMANCE.md)."""
-
-    def __init__(self, conv):
-        super().__init__()
-        self.weight, self.bias = conv.weight.detach().flatten(1), conv.bias.detach()
-
-    def forward(self, x):
-        return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
-
-
 def cpu_inference_copy(model, pointwise=True):
-    """The copy of `model` a CPU rollout runs: channels-last (oneDNN's NHWC kernels are faster at batch 1), with
-    `pointwise` its plain 1x1 convolutions as Pointwise products (one video: 1.12x faster per frame for the small
-    model; five videos together: 1.03x slower, so not there). The model itself stays as it is (training in either
-    form measured no faster)."""
+    """The copy of `model` a CPU rollout runs: channels-last (oneDNN's NHWC kernels are faster at batch 1), its 1x1
+    convolutions as matrix products with `pointwise` (one video: 1.12x faster per frame for the small model; five
+    videos together: 1.04-1.09x slower, so not there). The model itself stays as it is."""
     model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    if not pointwise:
-        return model
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if (isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and child.stride == (1, 1)
-                    and child.padding == (0, 0) and child.groups == 1 and child.bias is not None):
-                setattr(parent, name, Pointwise(child))
+    for m in model.modules():
+        if isinstance(m, Conv1x1):
+            m.product = pointwise
     return model
 
 
