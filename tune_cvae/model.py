@@ -19,9 +19,26 @@ class Conv1x1(nn.Conv2d):
         super().__init__(in_ch, out_ch, 1)
 
     def forward(self, x):
-        if self.product and x.is_contiguous(memory_format=torch.channels_last):
-            return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+        if self._as_product(x):
+            return _product(x, self.weight, self.bias)
         return super().forward(x)
+
+    def halves(self, x):
+        """The output's two halves along the channels. As products in training, each half is its own product:
+        contiguous halves, and their gradients are not concatenated in the backward pass (3-5 % of a CPU training
+        step); without gradients one product measured faster."""
+        if self._as_product(x) and torch.is_grad_enabled():
+            h = self.out_channels // 2
+            return _product(x, self.weight[:h], self.bias[:h]), _product(x, self.weight[h:], self.bias[h:])
+        return self(x).chunk(2, dim=1)
+
+    def _as_product(self, x):
+        return self.product and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _product(x, weight, bias):
+    """A 1x1 convolution of a channels-last x as a matrix product over its pixels."""
+    return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
 
 
 class ResidualBlock(nn.Module):
@@ -56,7 +73,7 @@ class DepthConvBlock(nn.Module):
     def forward(self, x):
         identity = x if self.adaptor is None else self.adaptor(x)
         x = self.conv2(self.depth_conv(self.conv1(x))) + identity
-        value, gate = self.ffn_in(x).chunk(2, dim=1)
+        value, gate = self.ffn_in.halves(x)
         return x + self.ffn_out(value * self.ffn_act(gate))
 
 
