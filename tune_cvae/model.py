@@ -10,35 +10,40 @@ import torch.nn.functional as F
 
 
 class Conv1x1(nn.Conv2d):
-    """A 1x1 convolution. On a channels-last input (CPU training, a single video's rollout) it runs as one matrix
-    product over the pixels (same values): faster there than torch's per-frame products and oneDNN's kernel
-    (docs/PERFORMANCE.md). `product = False` keeps the convolution: batched rollouts measured faster with it."""
-    product = True
+    """A 1x1 convolution; with `product` (set by channels_last) one matrix product over the pixels instead (same
+    values): on a CPU, for a channels-last model, faster than torch's per-frame products and oneDNN's kernel
+    (docs/PERFORMANCE.md)."""
+    product = False
 
     def __init__(self, in_ch, out_ch):
         super().__init__(in_ch, out_ch, 1)
 
     def forward(self, x):
-        if self._as_product(x):
-            return _product(x, self.weight, self.bias)
-        return super().forward(x)
+        return _product(x, self.weight, self.bias) if self.product else super().forward(x)
 
     def halves(self, x):
         """The output's two halves along the channels. As products in training, each half is its own product:
-        contiguous halves, and their gradients are not concatenated in the backward pass (3-5 % of a CPU training
+        contiguous halves, and their gradients are not concatenated in the backward pass (3-7 % of a CPU training
         step); without gradients one product measured faster."""
-        if self._as_product(x) and torch.is_grad_enabled():
+        if self.product and torch.is_grad_enabled():
             h = self.out_channels // 2
             return _product(x, self.weight[:h], self.bias[:h]), _product(x, self.weight[h:], self.bias[h:])
         return self(x).chunk(2, dim=1)
 
-    def _as_product(self, x):
-        return self.product and x.is_contiguous(memory_format=torch.channels_last)
-
 
 def _product(x, weight, bias):
-    """A 1x1 convolution of a channels-last x as a matrix product over its pixels."""
+    """A 1x1 convolution as a matrix product over the pixels: no copy for a channels-last x."""
     return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+
+
+def channels_last(model, products=True):
+    """`model`, changed in place, in the layout that runs faster on a CPU: channels-last (oneDNN's NHWC kernels),
+    its 1x1 convolutions as matrix products with `products` (the layers' outputs then stay channels-last)."""
+    model.to(memory_format=torch.channels_last)
+    for m in model.modules():
+        if isinstance(m, Conv1x1):
+            m.product = products
+    return model
 
 
 class ResidualBlock(nn.Module):
@@ -335,14 +340,10 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
 
 
 def cpu_inference_copy(model, pointwise=True):
-    """The copy of `model` a CPU rollout runs: channels-last (oneDNN's NHWC kernels are faster at batch 1), its 1x1
-    convolutions as matrix products with `pointwise` (one video: 1.12x faster per frame for the small model; five
-    videos together: 1.04-1.09x slower, so not there). The model itself stays as it is."""
-    model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    for m in model.modules():
-        if isinstance(m, Conv1x1):
-            m.product = pointwise
-    return model
+    """The copy of `model` a CPU rollout runs: channels_last, with products for `pointwise` (one video: 1.12x
+    faster per frame for the small model; five videos together: 1.04-1.09x slower, so not there). The model
+    itself stays as it is."""
+    return channels_last(copy.deepcopy(model), pointwise)
 
 
 def next_frame(model, prev, label_feat, z):

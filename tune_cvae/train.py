@@ -52,8 +52,8 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tune_cvae.data import load_dataset  # noqa: E402
-from tune_cvae.model import (cpu_chunk, cpu_parts, frame_step, model_from_config, next_frame,  # noqa: E402
-                             pose_features, posterior_noise, psnr_per_frame, rollout, training_step)
+from tune_cvae.model import (channels_last, cpu_chunk, cpu_parts, frame_step, model_from_config,  # noqa: E402
+                             next_frame, pose_features, posterior_noise, psnr_per_frame, rollout, training_step)
 from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio  # noqa: E402
 
 
@@ -138,8 +138,8 @@ class Run:
         self.dataset = dataset.to(self.device)
         torch.manual_seed(self.config["seed"])
         self.model = model_from_config(self.config).to(self.device)
-        if self.device.type == "cpu":  # oneDNN's NHWC kernels, 1x1 layers as one product: 1.15-1.19x faster steps
-            self.model.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu":  # 1.15-1.19x faster steps (docs/PERFORMANCE.md)
+            channels_last(self.model)
         self.opt = _optimizer(self.model, self.config)
         self.sched = make_lr_scheduler(self.opt, self.config)
         self.step_fn = compiled(training_step, self.config, self.device)
