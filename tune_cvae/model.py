@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 class Conv1x1(nn.Conv2d):
     """A 1x1 convolution; with `product` (set by channels_last) one matrix product over the pixels instead (same
-    values): on a CPU, for a channels-last model, faster than torch's per-frame products and oneDNN's kernel
-    (docs/PERFORMANCE.md)."""
+    values): on a CPU, for a channels-last model in training and for one video's frames, faster than torch's own
+    1x1 path (docs/PERFORMANCE.md)."""
     product = False
 
     def __init__(self, in_ch, out_ch):
