@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from helpers import TINY, make_experiment, write_lab4
-from tune_cvae import UserError
+from tune_cvae import UserError, search
 from tune_cvae.best import OUT_MARK, staged_output
 from tune_cvae.data import load_dataset
 from tune_cvae.train import Run, load_checkpoint, save_checkpoint, train
@@ -144,6 +144,16 @@ def test_an_experiment_name_cannot_lead_out_of_storage(tmp_path, name):
     assert list(tmp_path.iterdir()) == [] and not Path("/tmp/absolute_experiment").exists()
 
 
+def test_an_over_long_experiment_name_is_refused_and_a_long_space_name_shortened(tmp_path):
+    name = "é" * 101  # 202 bytes
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--name", name, "--storage",
+                           str(tmp_path / "rr")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "202 bytes; at most 200" in proc.stderr, proc.stderr
+    assert not (tmp_path / "rr").exists()
+    space = tmp_path / ("s" * 245 + ".yaml")  # the longest file name a file system allows
+    space.write_text((ROOT / "search_spaces/smoke.yaml").read_text())
+    exp_dir, _ = search.new_experiment(str(space), "/nowhere", None, None, None, tmp_path / "rr", 0)
+    assert exp_dir.name.startswith("s" * 40 + "-") and len(exp_dir.name) == 40 + 16
 WRITE_AND_DIE = """
 import os, sys, torch
 from torch.utils.tensorboard import SummaryWriter

@@ -16,7 +16,9 @@ import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tune_cvae import UserError, search
+from helpers import make_experiment
+from tune_cvae import UserError, report, search
+from tune_cvae import space as spaces
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,3 +190,56 @@ def test_a_template_size_search_on_cpus_warns_with_a_duration(capsys):
     search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, 23410, 2)
     search.warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, 2400, 2)
     assert _own_lines(capsys.readouterr().err) == []  # on GPUs, or a CPU-sized model: no warning
+
+
+
+def _unlocks(space, name, choice):
+    """How many parameters switch on when parameter `name` takes `choice`."""
+    allowed = [p.get("when", {}).get(name) for p in space.params.values() if name in p.get("when", {})]
+    return sum(choice in (a if isinstance(a, list) else [a]) for a in allowed)
+
+
+def longest_point(space):
+    """The start point whose trial label is longest: every condition switched on (Cyclical with cycle and ratio,
+    AdamW with weight decay, teacher forcing with start and decay), the longest choice and number of each."""
+    from tune_cvae.space import short
+    point = {}
+    for name, p in space.params.items():
+        if not space.active(name, point):
+            continue
+        if p["type"] == "categorical":
+            point[name] = max(p["choices"], key=lambda c: (_unlocks(space, name, c), len(short(c))))
+        else:
+            numbers = [p["low"], p["high"]] + [m * 10.0 ** e for e in range(-8, 4) for m in (1.23, 9.87)]
+            numbers = [int(v) if p["type"] == "int" else v for v in numbers if p["low"] <= v <= p["high"]]
+            point[name] = max(numbers, key=lambda v: len(short(v)))
+    return point
+
+
+@pytest.mark.parametrize("space_file", ["demo.yaml", "kl_tfr.yaml"])
+def test_a_trial_with_the_longest_values_a_space_allows_trains(ray_cluster, builtin_root, tmp_path, space_file):
+    """Every name derived from a trial's values (its TensorBoard run folder, its Ray actor) stays within the file
+    system's limits: the trial with the longest label the space allows trains like any other."""
+    raw = yaml.safe_load((ROOT / "search_spaces" / space_file).read_text())
+    tiny = {k: v for k, v in yaml.safe_load((ROOT / "search_spaces/smoke.yaml").read_text())["fixed"].items()
+            if k not in raw["params"]}
+    raw.update(num_samples=1, max_epochs=1, grace_period=1, fixed=tiny, points_to_evaluate=[])
+    raw["points_to_evaluate"] = [longest_point(spaces.parse(raw, space_file))]
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    exp = search.run(str(tmp_path / "long.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="long",
+                     dashboard=False, verbose=0)
+    assert not list(exp.glob("trial_*/error.txt"))
+    table = pd.read_csv(exp / "trials.csv")
+    assert list(table.status) == ["finished"]
+    run, = {p.parent for p in exp.rglob("events.out.tfevents.*")}
+    assert run.name.startswith(table.trial_id[0]) and run.name.endswith("...")
+
+
+def test_a_search_where_some_trials_errored_says_how_many_and_where(tmp_path, capsys):
+    """A trial that errors is the project's bug, not the user's input (the space was checked before Ray started):
+    the search still ends with its table, and a warning line counts the errored trials and names the first
+    error file."""
+    exp = make_experiment(tmp_path / "exp")
+    search.check_some_trial_worked(exp, report.collect(exp), "val_psnr")
+    [line] = _own_lines(capsys.readouterr().err)
+    assert line == f"warning: 1 of 4 trials errored; first error in {exp / 'trial_d4/error.txt'}: boom"

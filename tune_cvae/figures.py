@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+from tune_cvae.space import short
+
 LEADERBOARD = (1, 600)  # the frames the leaderboard scores
 
 
@@ -158,7 +160,7 @@ def parallel(table, params, log_params, metric, path):
     _save(fig, path)
     best = rows.iloc[0]
     return (f"Each line is a trial; the brightest is the best ({best['trial_id']}, {metric} {best[col]:.4g}).",
-            "Best trial's values: " + ", ".join(f"{p} {_short(best[p])}" for p in params
+            "Best trial's values: " + ", ".join(f"{p} {short(best[p])}" for p in params
                                                 if best[p] != "" and best[p] == best[p]) + ".")
 
 
@@ -168,10 +170,6 @@ def _is_number(v):
         return not isinstance(v, bool)
     except (TypeError, ValueError):
         return False
-
-
-def _short(v):
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def asha(curves, metric, rungs, max_epochs, path):

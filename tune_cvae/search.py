@@ -85,17 +85,22 @@ def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, see
     if max_epochs is not None:
         space.max_epochs = max_epochs
         space.grace_period = min(space.grace_period, max_epochs)
-    name = name or f"{Path(space.path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = name or f"{Path(space.path).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"  # 40 characters <= 160 bytes
     exp_dir = storage / name
     if exp_dir.exists():
         raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
     return exp_dir, spaces.Search(space, str(resolve_data_dir(data_dir)), seed, {})
 
 
+NAME_BYTES = 200  # an experiment's folder name: one path component, which file systems cap at 255 bytes
+
+
 def check_name(name):
     """An experiment name is one folder name inside --storage, never a path that leads out of it."""
     if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise UserError(f"--name {name!r}: must be one folder name inside --storage (no '/', not '.' or '..')")
+    if len(name.encode()) > NAME_BYTES:
+        raise UserError(f"--name {name[:20]!r}...: {len(name.encode())} bytes; at most {NAME_BYTES} (a folder name)")
 
 
 def reopen_experiment(name, storage):
@@ -289,14 +294,27 @@ class _RayStopWatch(logging.Filter):
 
 
 def check_some_trial_worked(exp_dir, table, metric):
-    """A search none of whose trials produced a finite metric failed, whatever Ray says: one line naming why."""
+    """A search none of whose trials produced a finite metric failed, whatever Ray says: one line naming why. One
+    where only some errored worked, but says so: an errored trial is a bug (the space was checked), not noise."""
+    errored = int((table["status"] == "errored").sum()) if not table.empty else 0
+    why = first_error(exp_dir)
     if not table.empty and table["status"].isin(report.USABLE).any():
+        if errored:
+            say(f"warning: {errored} of {len(table)} trials errored; {why}")
         return
-    errors = sorted(exp_dir.glob("trial_*/error.txt"))
-    why = f"; first error in {errors[0]}: {errors[0].read_text().strip().splitlines()[-1][:200]}" if errors else ""
     counts = table["status"].value_counts().to_dict() if not table.empty else {}
     raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric} "
-                    f"({', '.join(f'{n} {s}' for s, n in counts.items()) or 'no trials ran'}){why}")
+                    f"({', '.join(f'{n} {s}' for s, n in counts.items()) or 'no trials ran'})"
+                    + (f"; {why}" if why else ""))
+
+
+def first_error(exp_dir):
+    """'first error in FILE: its last line' of the trial that errored first, or '' where none did."""
+    errors = sorted(Path(exp_dir).glob("trial_*/error.txt"), key=lambda p: p.stat().st_mtime)
+    if not errors:
+        return ""
+    lines = errors[0].read_text(errors="replace").strip().splitlines() or ["(empty)"]
+    return f"first error in {errors[0]}: {lines[-1][:200]}"
 
 
 def _trial_dirname(trial):

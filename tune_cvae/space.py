@@ -39,6 +39,28 @@ class SpaceError(UserError):
     pass
 
 
+def short(value):
+    """A searched value as a trial's label and the report show it: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+LABEL_BYTES = 140  # within every common file system's limit on one name (255 bytes; 143 under eCryptfs)
+
+
+def label(head, values, limit=LABEL_BYTES):
+    """`head` and as many of the `values` (name -> value) as fit in `limit` bytes of UTF-8, in order, with " ..."
+    where some were left out: a trial's name as a folder (TensorBoard's run) and as a Ray actor, whatever the
+    space. The full values stay in the trial's params.json, the HParams entry and trials.csv."""
+    text = head.encode()[:limit - 4].decode(errors="ignore")
+    parts = [f"{k}={short(v)}".replace("/", "_").replace("\0", "") for k, v in values.items()]
+    for i, part in enumerate(parts):
+        room = limit - (0 if i == len(parts) - 1 else 4)  # a later cut still needs room for " ..."
+        if len(f"{text} {part}".encode()) > room:
+            return text + " ..."
+        text = f"{text} {part}"
+    return text
+
+
 @dataclass
 class Space:
     path: str

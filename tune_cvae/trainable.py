@@ -11,6 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from tune_cvae.data import Lab4Data
+from tune_cvae.space import label
 from tune_cvae.train import STRIP_FRAMES, load_checkpoint, save_checkpoint, train
 
 TB_SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s")
@@ -41,12 +42,12 @@ def write_epoch(writer, metrics, val_strip):
 
 
 def tensorboard_run(trial_dir, trial_id, config, searched):
-    """The trial's TensorBoard writer: one run per trial, named by its id and searched values, with the HParams
-    tab's entry (the searched values only, the objective read from the run's own val_psnr scalars)."""
-    name = f"{trial_id} " + " ".join(f"{k}={_short(config[k])}" for k in searched if k in config)
-    writer = SummaryWriter(os.path.join(trial_dir, name.strip()))
-    values = {k: config[k] if isinstance(config[k], (int, float, str, bool)) else str(config[k])
-              for k in searched if k in config}
+    """The trial's TensorBoard writer: one run per trial, named by its id and as many searched values as a folder
+    name holds, with the HParams tab's entry (every searched value, the objective read from the run's own
+    val_psnr scalars)."""
+    values = {k: config[k] for k in searched if k in config}
+    writer = SummaryWriter(os.path.join(trial_dir, label(trial_id, values)))
+    values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
     for summary in hparams(values, {"cvae/val_psnr": 0.0, "cvae/loss": 0.0}):
         writer.file_writer.add_summary(summary)  # the config only: no fake metric points in the curves
     return writer
@@ -84,14 +85,14 @@ def train_trial(config, arrays, searched=()):
 
 def named_trial(params):
     """train_trial, its Ray actor named after its trial: the dashboard's Actors view and the log prefixes show
-    "trial ID: key=value ..." of the searched `params` instead of `train_trial`. (Ray mixes `__mixins__` into the
-    actor class; its repr is the instance's `_name`, which Ray reads once the actor is constructed.)"""
+    "trial ID: key=value ..." of the searched `params` (as many as `space.label` lets in) instead of
+    `train_trial`. (Ray mixes `__mixins__` into the actor class; its repr is the instance's `_name`, which Ray
+    reads once the actor is constructed.)"""
 
     class NamedTrial:
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            values = " ".join(f"{k}={_short(self.config[k])}" for k in params if k in self.config)
-            self._name = f"trial {self.trial_id}: {values}"
+            self._name = label(f"trial {self.trial_id}:", {k: self.config[k] for k in params if k in self.config})
 
     @functools.wraps(train_trial)
     def trial(config, arrays):
@@ -99,7 +100,3 @@ def named_trial(params):
 
     trial.__mixins__ = (NamedTrial,)
     return trial
-
-
-def _short(value):
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
