@@ -27,12 +27,37 @@ def test_library_modules_do_not_import_ray():
 
 
 
-@pytest.mark.parametrize("module", ["tune_cvae.train", "tune_cvae.predict", "tune_cvae.synthetic",
-                                    "tune_cvae.report", "tune_cvae.bench"])
-def test_help_answers_before_torch_or_pandas_load(module):
-    code = (f"import runpy, sys\nsys.argv = ['{module}', '--help']\ntry:\n    runpy.run_module('{module}', "
-            f"run_name='__main__')\nexcept SystemExit:\n    pass\nprint('LOADED', 'torch' in sys.modules or "
-            f"'pandas' in sys.modules)")
+@pytest.mark.parametrize("command", [[], ["train"], ["report"], ["score"], ["synthetic"], ["bench"],
+                                     ["bench", "speed"], ["bench", "quality"]])
+def test_help_answers_before_torch_or_pandas_load(command):
+    code = (f"import runpy, sys\nsys.argv = ['tune_cvae', *{command!r}, '--help']\ntry:\n    "
+            f"runpy.run_module('tune_cvae', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"print('LOADED', 'torch' in sys.modules or 'pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0 and "usage:" in out.stdout, out.stderr
+    assert out.returncode == 0 and "usage: python -m tune_cvae" in out.stdout, out.stderr
     assert out.stdout.strip().endswith("LOADED False")
+
+
+@pytest.mark.parametrize("old", [["tune_cvae.train"], ["tune_cvae.predict", "score"], ["tune_cvae.report"],
+                                 ["tune_cvae.synthetic"], ["tune_cvae.bench", "speed"]])
+def test_the_older_module_forms_still_answer(old):
+    out = subprocess.run([sys.executable, "-m", *old, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m tune_cvae"), out.stderr
+
+
+def test_house_rules_of_the_library_and_scripts():
+    """No definition after a `__main__` guard and no import after code (the light CLI entry answers --help, not
+    early guards), and every function at most 50 lines."""
+    import ast
+    broken = []
+    for path in sorted(ROOT.glob("tune_cvae/*.py")) + sorted(ROOT.glob("run_*.py")):
+        src = path.read_text()
+        tree = ast.parse(src)
+        broken += [f"{path.name}: noqa E402"] if "noqa: E402" in src else []
+        guard = next((n.lineno for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)),
+                     None)
+        broken += [f"{path.name}:{n.lineno} {n.name} after the __main__ guard" for n in tree.body
+                   if guard and n.lineno > guard and isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        broken += [f"{path.name}:{n.lineno} {n.name}: {n.end_lineno - n.lineno + 1} lines" for n in ast.walk(tree)
+                   if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 50]
+    assert broken == []

@@ -1,7 +1,7 @@
 """Measured benchmarks: speed against the template's training loop, and quality on unseen data.
 
-    python -m tune_cvae.bench speed [--device cpu|cuda] [--model template|small]
-    python -m tune_cvae.bench quality [--seed 7] [--out DIR]
+    python -m tune_cvae bench speed [--device cpu|cuda] [--model template|small]
+    python -m tune_cvae bench quality [--seed 7] [--out DIR]
 
 speed: on the same data, model size, batch, device and threads, training frames per second of the project's
 training path (train.Run: frames decoded once, a clip's frames batched, no per-step host sync) and of a faithful
@@ -16,14 +16,13 @@ quality: on a built-in dataset of another seed (data the spaces were never tuned
 as many epochs as the search and the retraining trained in all, and print one table of leaderboard scores
 (frames 1..600 of the 5 test videos): the winner, the default configuration, and repeating the first frame.
 """
-import argparse
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tune_cvae import HelpFormatter, UserError, fail, say
+from tune_cvae import UserError, cli, say
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SEARCH = ["--space", "demo.yaml"]  # what `make demo` runs (keep in step with the Makefile)
@@ -58,12 +57,13 @@ def quality(seed=7, out="bench_quality", train_frames=None):
     import pandas as pd
     from tune_cvae.data import load_dataset
     from tune_cvae.space import load_space
-    from tune_cvae.synthetic import DEFAULT_TRAIN_FRAMES, generate
+    from tune_cvae.config import BUILTIN_TRAIN_FRAMES
+    from tune_cvae.synthetic import generate
     out = Path(out).resolve()
     data_dir = out / f"data-seed{seed}"
     if not data_dir.is_dir():
         say(f"generating the built-in dataset with seed {seed} into {data_dir}")
-        generate(data_dir, train_frames or DEFAULT_TRAIN_FRAMES, seed)
+        generate(data_dir, train_frames or BUILTIN_TRAIN_FRAMES, seed)
     exp = out / "ray_results" / "demo"
     if (exp / "best" / "summary.json").is_file():  # an earlier run's search and retraining: only the rest
         say(f"{exp}: reusing the finished search and run_best output (their durations are not measured again)")
@@ -91,47 +91,19 @@ def quality(seed=7, out="bench_quality", train_frames=None):
                                                   "table": table.to_dict("records")}, indent=2) + "\n")
     return table
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tune_cvae.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("speed", help="training and rollout speed: the project's path against the template's loop",
-                       formatter_class=HelpFormatter)
-    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    s.add_argument("--model", choices=["template", "small"], default="template",
-                   help="template: the template's sizes (F 128, L 32, N 12, D 192); small: F 32, L 16, N 4, D 48")
-    s.add_argument("--data", default=None, help="LAB4-layout folder (default: the built-in dataset)")
-    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    s.add_argument("--reps", type=int, default=5, help="timed rounds per figure (medians shown, and the range "
-                                                            "of the rounds' ratios)")
-    s.add_argument("--steps", type=int, default=None, help="optimiser steps per timed call (default: 20 on CUDA, "
-                                                           "1 on CPU)")
-    s.add_argument("--min-seconds", type=float, default=2.0, help="shortest timed repetition of training")
-    s.add_argument("--json", default=None, help="also write the table and the facts to this JSON file")
-    q = sub.add_parser("quality", help="winner vs default configuration vs repeating the first frame, unseen data",
-                       formatter_class=HelpFormatter)
-    q.add_argument("--seed", type=int, default=7, help="seed of the generated dataset (the spaces were tuned on 0)")
-    q.add_argument("--train-frames", type=int, default=None, help="training frames of that dataset (default: "
-                                                                  "the built-in size)")
-    q.add_argument("--out", default="bench_quality", help="folder for the dataset, the search and the scores")
-    args = p.parse_args(argv)
-    for flag in ("threads", "reps", "steps"):
-        if args.command == "speed" and getattr(args, flag) is not None and getattr(args, flag) < 1:
-            fail(f"--{flag} {getattr(args, flag)}: must be at least 1")
-    try:
-        if args.command == "speed":
-            from tune_cvae.speed import speed
-            table, facts = speed(args.device, args.model, args.data, args.reps, args.min_seconds, args.steps,
-                                 args.threads)
-            print(", ".join(f"{k} {v}" for k, v in facts.items()))
-            if args.json:
-                Path(args.json).write_text(json.dumps({"facts": facts, "table": table.to_dict("records")}, indent=2))
-        else:
-            table = quality(args.seed, args.out, args.train_frames)
-    except UserError as e:
-        fail(e)
+def main(args):
+    """`python -m tune_cvae bench speed|quality` (flags: cli.bench_flags)."""
+    if args.bench == "speed":
+        from tune_cvae.speed import speed
+        table, facts = speed(args.device, args.model, args.data, args.reps, args.min_seconds, args.steps,
+                             args.threads)
+        print(", ".join(f"{k} {v}" for k, v in facts.items()))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"facts": facts, "table": table.to_dict("records")}, indent=2))
+    else:
+        table = quality(args.seed, args.out, args.train_frames)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(["bench", *sys.argv[1:]])  # the older form: python -m tune_cvae.bench speed|quality ...

@@ -140,6 +140,38 @@ def trial_threads(trial_dir, search):
     return int(results[-1].get("threads") or search.resources.get("cpu") or 1) if results else 1
 
 
+def winner_config(exp, space, row, trial_dir, overrides):
+    """(the trial's params, the retraining's config: the params with `overrides`), said in three lines."""
+    params = json.loads((trial_dir / "params.json").read_text())
+    try:
+        config = make_config({**params, **overrides})
+    except ConfigError as e:
+        raise UserError(f"--set: {e}") from None
+    say(f"winner: trial {row['trial_id']} of {exp.name}, best {space.metric} "
+        f"{row['best_' + space.metric]:.3f} after {row['epochs']} of {space.max_epochs} epochs")
+    say(f"        searched values: {json.dumps(searched_values(space, params))}")
+    if overrides:
+        say(f"        retrained with --set {' '.join(f'{k}={v}' for k, v in overrides.items())}")
+    return params, config
+
+
+def searched_values(space, params):
+    return {p: params[p] for p in space.params if p in params}
+
+
+def evidence(out, run, kept, row, infer_z):
+    """The submitted weights' validation rollout and the test videos' predictions, written into `out`; returns
+    (the validation PSNR per frame, the infer_z used)."""
+    say(f"submitting the weights of epoch {kept['epoch']} of {run.epoch} (the best val_psnr of the retraining)")
+    with stage("validation rollout"):
+        psnr = write_validation(out, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
+                                                         f"retrained, epoch {kept['epoch']}")
+    z = infer_z or run.config["infer_z"]
+    with stage(f"test rollouts, submission.csv and GIFs of {run.dataset.test_first.shape[0]} videos"):
+        write_predictions(out, run, z, kept["epoch"])
+    return psnr, z
+
+
 def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None, from_checkpoint=False,
              infer_z=None, out=None, seeds=1, device="auto", overrides=None):
     """Pick the winner of a search, retrain it (or continue its best checkpoint) with `overrides` of its config,
@@ -147,21 +179,10 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
     EXPERIMENT/best)."""
     exp = Path(experiment) if experiment else newest_experiment(storage)
     search, row, trial_dir = winner(exp)
-    space = search.space
+    space, overrides = search.space, overrides or {}
     out = Path(out) if out else exp / "best"
     check_out(out)
-    params = json.loads((trial_dir / "params.json").read_text())
-    overrides = overrides or {}
-    try:
-        config = make_config({**params, **overrides})
-    except ConfigError as e:
-        raise UserError(f"--set: {e}") from None
-    searched = {p: params[p] for p in space.params if p in params}
-    say(f"winner: trial {row['trial_id']} of {exp.name}, best {space.metric} "
-        f"{row['best_' + space.metric]:.3f} after {row['epochs']} of {space.max_epochs} epochs")
-    say(f"        searched values: {json.dumps(searched)}")
-    if overrides:
-        say(f"        retrained with --set {' '.join(f'{k}={v}' for k, v in overrides.items())}")
+    params, config = winner_config(exp, space, row, trial_dir, overrides)
     data_root = Path(data_dir or search.data_dir)
     if not data_root.is_dir():
         raise UserError(f"{data_root}: the search's dataset is gone; pass --data with its new location")
@@ -173,29 +194,21 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
         state = best_checkpoint(trial_dir, space.metric, space.mode)
         config["num_epoch"] = max(config["num_epoch"], state["epoch"])
         say(f"continuing the winner's best checkpoint (epoch {state['epoch']}) to epoch {config['num_epoch']}")
-    device = pick_device(device)
     torch.set_num_threads(trial_threads(trial_dir, search))
     with staged_output(out) as tmp:
-        values, run, kept = retrain(config, dataset, device, seeds, state)
+        values, run, kept = retrain(config, dataset, pick_device(device), seeds, state)
         if state is None:
             compare_with_trial(trial_dir, params, run, space.metric, changed=bool(overrides))
-        say(f"submitting the weights of epoch {kept['epoch']} of {run.epoch} (the best val_psnr of the retraining)")
-        with stage("validation rollout"):
-            psnr = write_validation(tmp, run, kept["epoch"], f"validation PSNR per frame, trial {row['trial_id']} "
-                                                             f"retrained, epoch {kept['epoch']}")
-        z = infer_z or run.config["infer_z"]
-        with stage(f"test rollouts, submission.csv and GIFs of {run.dataset.test_first.shape[0]} videos"):
-            write_predictions(tmp, run, z, kept["epoch"])
-        summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]), "searched": searched,
-                   "overrides": overrides,
+        psnr, z = evidence(tmp, run, kept, row, infer_z)
+        summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]),
+                   "searched": searched_values(space, params), "overrides": overrides,
                    "epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,
                    "val_psnr": float(psnr.mean()), "val_psnr_600": float(psnr[:600].mean()),
                    "seeds": {"n": seeds, "best_val_psnr": values, "mean": float(np.mean(values)),
                              "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0}}
-        truth = data_root / "test_truth"
-        if truth.is_dir():
+        if (data_root / "test_truth").is_dir():
             with stage("scoring against test_truth/"):
-                summary["score"] = score(tmp / "submission.csv", truth)
+                summary["score"] = score(tmp / "submission.csv", data_root / "test_truth")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if out == exp / "best":  # the report shows the retrained winner's PSNR per frame
         with stage(f"report {exp / 'report' / 'index.html'}"):

@@ -49,6 +49,7 @@ OPTIONS = {
     "seed": (1, int, "random seed (same config + seed = same metrics on the same machine)"),
 }
 DEFAULTS = {k: v[0] for k, v in OPTIONS.items()}
+BUILTIN_TRAIN_FRAMES, BUILTIN_SEED = 2400, 0  # the built-in dataset's size and seed (synthetic.py)
 POSITIVE = {"num_epoch", "batch_size", "lr", "F_dim", "L_dim", "N_dim", "D_out_dim", "kl_anneal_cycle",
             "kl_anneal_ratio", "partial", "fast_partial"}
 FRACTIONS = {"partial", "fast_partial", "kl_anneal_ratio"}

@@ -1,40 +1,22 @@
 """Rollouts of the test videos, submission.csv in the leaderboard's format, GIFs (run_best.py uses these), and the
 leaderboard's score, which is also a CLI:
 
-    python -m tune_cvae.predict score SUBMISSION --truth DIR
+    python -m tune_cvae score SUBMISSION --truth DIR
 
 DIR holds <i>/frame<N>.png, the true frames of test video i (the built-in data has them in test_truth/).
 """
-import argparse
 import math
 import os
+import sys
 from pathlib import Path
 
-from tune_cvae import HelpFormatter, UserError, fail
+import imageio.v2 as imageio
+import numpy as np
+import pandas as pd
+import torch
 
-
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m tune_cvae.predict", formatter_class=HelpFormatter,
-                                description="Score a submission.csv as the course's leaderboard does. (The test "
-                                            "rollouts, submission.csv and GIFs come from run_best.py.)")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("score", help="the leaderboard's score of a submission.csv: mean PSNR over frames 1..600 of "
-                                     "each test video; public = videos 0-2, private = 3-4")
-    s.add_argument("submission", help="submission.csv to score")
-    s.add_argument("--truth", required=True, help="folder of true test frames: <i>/frame<N>.png (the built-in "
-                                                  "data has them in test_truth/)")
-    return p
-
-
-if __name__ == "__main__":
-    _parser().parse_args()  # --help and flag mistakes answer here, before torch loads (seconds)
-
-import imageio.v2 as imageio  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from tune_cvae.data import IMG_H, IMG_W, TEST_LEN, load_video  # noqa: E402
+from tune_cvae import UserError, cli
+from tune_cvae.data import IMG_H, IMG_W, TEST_LEN, load_video
 
 PIXELS = 3 * IMG_H * IMG_W  # 6144 values per frame, C, H, W order
 SCORED = slice(1, 601)      # the leaderboard scores frames 1..600 of each video
@@ -141,13 +123,10 @@ def format_score(result):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    args = _parser().parse_args(argv)
-    try:
-        print(format_score(score(args.submission, args.truth)))
-    except UserError as e:
-        fail(e)
+def main(args):
+    """`python -m tune_cvae score` (flags: cli.score_flags)."""
+    print(format_score(score(args.submission, args.truth)))
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(sys.argv[1:])  # the older form: python -m tune_cvae.predict score ...

@@ -1,32 +1,20 @@
 """The report of a search: trials.csv/.md/.html and report/ (the lab's figures, index.html and index.md).
 
-    python -m tune_cvae.report EXPERIMENT_DIR
+    python -m tune_cvae report EXPERIMENT_DIR
 
 Reads only files (search.yaml, each trial's params.json, result.json, error.txt, the Optuna journal, run_best's
 best/ folder), so it works while a search runs, after it, and without Ray.
 """
-import argparse
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
-from tune_cvae import HelpFormatter, UserError, fail
+import pandas as pd
 
-
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m tune_cvae.report", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
-    p.add_argument("experiment", help="experiment folder (e.g. ray_results/kl_tfr-20261125-101500)")
-    return p
-
-
-if __name__ == "__main__":
-    _parser().parse_args()  # --help and flag mistakes answer here, before pandas loads
-
-import pandas as pd  # noqa: E402
-
-from tune_cvae.space import read_search  # noqa: E402
+from tune_cvae import UserError, cli
+from tune_cvae.space import read_search
 
 
 def trial_results(trial_dir):
@@ -282,14 +270,10 @@ def console(table, metric, top=10):
                 + "\n\nby KL-annealing type:\n" + summary(table, metric).to_string(index=False, float_format=_fmt))
 
 
-def main(argv=None):
-    args = _parser().parse_args(argv)
-    try:
-        table = write(args.experiment)
-        metric = read_search(args.experiment).space.metric
-    except UserError as e:
-        fail(e)
-    print(console(table, metric))
+def main(args):
+    """`python -m tune_cvae report` (flags: cli.report_flags)."""
+    table = write(args.experiment)
+    print(console(table, read_search(args.experiment).space.metric))
     print(f"\nwrote {Path(args.experiment) / 'trials.csv'}, trials.md, trials.html and "
           f"{Path(args.experiment) / 'report' / 'index.html'}")
 
@@ -314,4 +298,4 @@ def plot_psnr(psnr, path, title):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(["report", *sys.argv[1:]])

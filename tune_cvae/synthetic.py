@@ -5,37 +5,21 @@ The frame is a pure function of the pose and the video's appearance, and motion 
 (which shows the appearance) and the current pose determine the next frame. Test ground truth goes into
 test_truth/<i>/ so that a submission can be scored.
 
-    python -m tune_cvae.synthetic OUT [--train-frames N] [--seed S]
+    python -m tune_cvae synthetic OUT [--train-frames N] [--seed S]
 """
-import argparse
 import math
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tune_cvae import HelpFormatter, UserError, fail, say
+import numpy as np
+from PIL import Image, ImageDraw
 
-DEFAULT_TRAIN_FRAMES = 2400
-DEFAULT_SEED = 0
-
-
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m tune_cvae.synthetic", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
-    p.add_argument("out", help="folder to create (must not exist)")
-    p.add_argument("--train-frames", type=int, default=DEFAULT_TRAIN_FRAMES, help="number of training frames")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed: same seed, same dataset")
-    return p
-
-
-if __name__ == "__main__":
-    _parser().parse_args()  # --help and flag mistakes answer here, before torch loads (seconds)
-
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from tune_cvae.data import TEST_LEN, cache_root  # noqa: E402
+from tune_cvae import UserError, cli, say
+from tune_cvae.config import BUILTIN_SEED, BUILTIN_TRAIN_FRAMES
+from tune_cvae.data import TEST_LEN, cache_root
 
 DISK_H, DISK_W = 64, 128  # twice the model's 32x64: the loader's resize is always exercised
 TRAIN_VIDEO_LEN = 400
@@ -134,7 +118,7 @@ def _write_video(job):
         dancer.frame_image(joints).save(img_dir / name, compress_level=1)
 
 
-def generate(out, train_frames=DEFAULT_TRAIN_FRAMES, seed=DEFAULT_SEED, workers=None):
+def generate(out, train_frames=BUILTIN_TRAIN_FRAMES, seed=BUILTIN_SEED, workers=None):
     """Write the dataset into `out` (which must not exist yet); written in a temporary sibling, then renamed."""
     out = Path(out)
     if train_frames < 16:
@@ -165,7 +149,7 @@ def generate(out, train_frames=DEFAULT_TRAIN_FRAMES, seed=DEFAULT_SEED, workers=
     return out
 
 
-def builtin_dir(train_frames=DEFAULT_TRAIN_FRAMES, seed=DEFAULT_SEED):
+def builtin_dir(train_frames=BUILTIN_TRAIN_FRAMES, seed=BUILTIN_SEED):
     """The built-in dataset's folder, generated on first use; says in one line (stderr) that it is used."""
     path = cache_root() / f"builtin-v{VERSION}-n{train_frames}-seed{seed}"
     if not path.is_dir():
@@ -186,14 +170,10 @@ def resolve_data_dir(path):
     return Path(path).expanduser() if path else builtin_dir()
 
 
-def main(argv=None):
-    args = _parser().parse_args(argv)
-    try:
-        out = generate(args.out, args.train_frames, args.seed)
-    except UserError as e:
-        fail(e)
-    print(f"wrote the synthetic LAB4 dataset to {out}")
+def main(args):
+    """`python -m tune_cvae synthetic` (flags: cli.synthetic_flags)."""
+    print(f"wrote the synthetic LAB4 dataset to {generate(args.out, args.train_frames, args.seed)}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(["synthetic", *sys.argv[1:]])

@@ -1,12 +1,11 @@
 """One training run of the Lab4 CVAE, driven by one config dict; also a CLI with the template's flag names.
 
-    python -m tune_cvae.train --DR LAB4_Dataset --save_root runs/a --num_epoch 70
+    python -m tune_cvae train --DR LAB4_Dataset --save_root runs/a --num_epoch 70
 
 Per epoch: the teacher-forcing draw, beta, the data fraction, training steps with grad-norm clipping, the LR
 step, then validation = the full rollout of the validation video (val_psnr over frames 1..T-1, val_psnr_600
 over frames 1..600, the leaderboard's window). The last stdout line is a JSON object of the final metrics.
 """
-import argparse
 import ctypes
 import json
 import math
@@ -17,44 +16,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tune_cvae import HelpFormatter, UserError, fail, say
+import torch
+import yaml
+from tqdm import tqdm
+
+from tune_cvae import UserError, cli, say
 from tune_cvae.config import OPTIONS, make_config
-
-
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m tune_cvae.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
-    p.add_argument("--DR", "--data", dest="data_dir", metavar="DIR", default=None,
-                   help="LAB4-layout dataset folder (default: the built-in synthetic dataset)")
-    p.add_argument("--save_root", default="runs/train", help="folder for checkpoints, metrics.jsonl, config.yaml")
-    p.add_argument("--ckpt_path", default=None,
-                   help="resume from this checkpoint (its config is used; the run continues to its num_epoch)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--per_save", type=int, default=1, help="keep a numbered checkpoint every N epochs")
-    for key, (default, kind, help_) in OPTIONS.items():
-        flag = f"--{key}"
-        if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
-        elif kind is list:
-            p.add_argument(flag, type=int, nargs="+", default=default, help=help_)
-        elif isinstance(kind, list):
-            p.add_argument(flag, choices=kind, default=default, help=help_)
-        else:
-            p.add_argument(flag, type=kind, default=default, help=help_)
-    return p
-
-
-if __name__ == "__main__":
-    _parser().parse_args()  # --help and flag mistakes answer here, before torch loads (seconds)
-
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from tune_cvae.data import load_dataset  # noqa: E402
-from tune_cvae.model import (channels_last, cpu_chunk, cpu_parts, frame_step, model_from_config,  # noqa: E402
+from tune_cvae.data import load_dataset
+from tune_cvae.model import (channels_last, cpu_chunk, cpu_parts, frame_step, model_from_config,
                              next_frame, pose_features, posterior_noise, psnr_per_frame, rollout, training_step)
-from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio  # noqa: E402
+from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio
 
 
 def _optimizer(model, config):
@@ -332,37 +303,32 @@ def train(config, dataset, device="cpu", state=None, on_epoch=None, progress=Fal
     return {**metrics, "diverged": False, "best_val_psnr": best}, run
 
 
-def main(argv=None):
-    args = _parser().parse_args(argv)
-    if args.per_save < 1:
-        fail(f"--per_save {args.per_save}: must be at least 1")
+def main(args):
+    """`python -m tune_cvae train` (flags: cli.train_flags)."""
     from tune_cvae.synthetic import resolve_data_dir
-    try:
-        state = None
-        if args.ckpt_path:
-            state = load_checkpoint(args.ckpt_path)
-            config = state["config"]
-            data_dir = resume_data_dir(state, args.data_dir)
-            say(f"resuming {args.ckpt_path} at epoch {state['epoch']} with its saved config, data {data_dir}")
-        else:
-            config = make_config({k: getattr(args, k) for k in OPTIONS})
-            data_dir = resolve_data_dir(args.data_dir)
-        device = pick_device(args.device)
-        dataset = load_dataset(data_dir)
-        save_root = Path(args.save_root)
-        save_root.mkdir(parents=True, exist_ok=True)
-        (save_root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    state = None
+    if args.ckpt_path:
+        state = load_checkpoint(args.ckpt_path)
+        config = state["config"]
+        data_dir = resume_data_dir(state, args.data_dir)
+        say(f"resuming {args.ckpt_path} at epoch {state['epoch']} with its saved config, data {data_dir}")
+    else:
+        config = make_config({k: getattr(args, k) for k in OPTIONS})
+        data_dir = resolve_data_dir(args.data_dir)
+    device = pick_device(args.device)
+    dataset = load_dataset(data_dir)
+    save_root = Path(args.save_root)
+    save_root.mkdir(parents=True, exist_ok=True)
+    (save_root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-        def save(metrics, run):
-            with open(save_root / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            save_checkpoint(run.state(), save_root / "last.ckpt")
-            if run.epoch % args.per_save == 0:
-                save_checkpoint(run.state(), save_root / f"epoch={run.epoch}.ckpt")
+    def save(metrics, run):
+        with open(save_root / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        save_checkpoint(run.state(), save_root / "last.ckpt")
+        if run.epoch % args.per_save == 0:
+            save_checkpoint(run.state(), save_root / f"epoch={run.epoch}.ckpt")
 
-        final, _ = train(config, dataset, device, state, save, progress=True)
-    except UserError as e:
-        fail(e)
+    final, _ = train(config, dataset, device, state, save, progress=True)
     print(json.dumps(final))
 
 
@@ -414,5 +380,6 @@ def load_checkpoint(path):
     state["config"] = make_config(state["config"])
     return state
 
+
 if __name__ == "__main__":
-    main()
+    cli.main(["train", *sys.argv[1:]])

@@ -1,0 +1,109 @@
+"""The library's command line, one light entry: `python -m tune_cvae train|report|score|synthetic|bench ...`.
+
+Every command's flags are parsed here, before torch, pandas or Ray load, so `--help` and flag mistakes answer at
+once; then the module that does the work is imported and its `main(args)` runs. The older forms
+(`python -m tune_cvae.train ...`) come here too.
+"""
+import argparse
+import importlib
+
+from tune_cvae import HelpFormatter, UserError, fail
+from tune_cvae.config import BUILTIN_SEED, BUILTIN_TRAIN_FRAMES, OPTIONS
+
+
+def train_flags(p):
+    p.add_argument("--DR", "--data", dest="data_dir", metavar="DIR", default=None,
+                   help="LAB4-layout dataset folder (default: the built-in synthetic dataset)")
+    p.add_argument("--save_root", default="runs/train", help="folder for checkpoints, metrics.jsonl, config.yaml")
+    p.add_argument("--ckpt_path", default=None,
+                   help="resume from this checkpoint (its config is used; the run continues to its num_epoch)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--per_save", type=int, default=1, help="keep a numbered checkpoint every N epochs")
+    for key, (default, kind, help_) in OPTIONS.items():
+        flag = f"--{key}"
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif kind is list:
+            p.add_argument(flag, type=int, nargs="+", default=default, help=help_)
+        elif isinstance(kind, list):
+            p.add_argument(flag, choices=kind, default=default, help=help_)
+        else:
+            p.add_argument(flag, type=kind, default=default, help=help_)
+
+
+def report_flags(p):
+    p.add_argument("experiment", help="experiment folder (e.g. ray_results/kl_tfr-20261125-101500)")
+
+
+def score_flags(p):
+    p.add_argument("submission", help="submission.csv to score")
+    p.add_argument("--truth", required=True, help="folder of true test frames: <i>/frame<N>.png (the built-in "
+                                                  "data has them in test_truth/)")
+
+
+def synthetic_flags(p):
+    p.add_argument("out", help="folder to create (must not exist)")
+    p.add_argument("--train-frames", type=int, default=BUILTIN_TRAIN_FRAMES, help="number of training frames")
+    p.add_argument("--seed", type=int, default=BUILTIN_SEED, help="random seed: same seed, same dataset")
+
+
+def bench_flags(p):
+    sub = p.add_subparsers(dest="bench", required=True)
+    s = sub.add_parser("speed", help="training and rollout speed: the project's path against the template's loop",
+                       formatter_class=HelpFormatter)
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    s.add_argument("--model", choices=["template", "small"], default="template",
+                   help="template: the template's sizes (F 128, L 32, N 12, D 192); small: F 32, L 16, N 4, D 48")
+    s.add_argument("--data", default=None, help="LAB4-layout folder (default: the built-in dataset)")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    s.add_argument("--reps", type=int, default=5, help="timed rounds per figure (medians shown, and the range "
+                                                            "of the rounds' ratios)")
+    s.add_argument("--steps", type=int, default=None, help="optimiser steps per timed call (default: 20 on CUDA, "
+                                                           "1 on CPU)")
+    s.add_argument("--min-seconds", type=float, default=2.0, help="shortest timed repetition of training")
+    s.add_argument("--json", default=None, help="also write the table and the facts to this JSON file")
+    q = sub.add_parser("quality", help="winner vs default configuration vs repeating the first frame, unseen data",
+                       formatter_class=HelpFormatter)
+    q.add_argument("--seed", type=int, default=7, help="seed of the generated dataset (the spaces were tuned on 0)")
+    q.add_argument("--train-frames", type=int, default=None, help="training frames of that dataset (default: "
+                                                                  "the built-in size)")
+    q.add_argument("--out", default="bench_quality", help="folder for the dataset, the search and the scores")
+
+
+# command: (what it does, its flags, the module whose main(args) runs it, the flags that must be >= 1)
+COMMANDS = {
+    "train": ("one training run with the template's flag names; the last stdout line is its final metrics as JSON",
+              train_flags, "tune_cvae.train", ("--per_save",)),
+    "report": ("the trial tables and report/index.html of an experiment folder (also while its search runs)",
+               report_flags, "tune_cvae.report", ()),
+    "score": ("the leaderboard's score of a submission.csv: mean PSNR over frames 1..600 of each test video; "
+              "public = videos 0-2, private = 3-4", score_flags, "tune_cvae.predict", ()),
+    "synthetic": ("write the built-in dataset (a procedurally animated dancing figure) in the LAB4 layout",
+                  synthetic_flags, "tune_cvae.synthetic", ("--train-frames",)),
+    "bench": ("measured benchmarks: speed against the template's loop, quality on unseen data", bench_flags,
+              "tune_cvae.bench", ("--threads", "--reps", "--steps")),
+}
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m tune_cvae", formatter_class=HelpFormatter,
+                                description="The library's tools beside run_search.py and run_best.py: one "
+                                            "training run, a search's report, the leaderboard's score, the "
+                                            "built-in dataset, the benchmarks. COMMAND --help says more.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (what, flags, _, _) in COMMANDS.items():
+        flags(sub.add_parser(name, help=what, description=what, formatter_class=HelpFormatter))
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    _, _, module, at_least_one = COMMANDS[args.command]
+    for flag in at_least_one:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is not None and value < 1:
+            fail(f"{flag} {value}: must be at least 1")
+    try:
+        importlib.import_module(module).main(args)
+    except UserError as e:
+        fail(e)
