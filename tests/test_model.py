@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tune_cvae.model import CVAE, frame_step, kl_divergence, psnr_per_frame, rollout, training_step
+from tune_cvae.model import CVAE, batch_loss, frame_loss, kl_divergence, psnr_per_frame, rollout
 
 
 def test_template_sizes_have_about_1_6_million_parameters():
@@ -24,11 +24,11 @@ def test_modules_keep_the_32x64_resolution():
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_training_step_gives_finite_losses_and_gradients(teacher_forcing):
+def test_batch_loss_gives_finite_losses_and_gradients(teacher_forcing):
     torch.manual_seed(0)
     model = CVAE(32, 8, 4, 32)
     img, label = torch.rand(2, 5, 3, 32, 64), torch.rand(2, 5, 3, 32, 64)
-    loss, mse, kl = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch")
+    loss, mse, kl = batch_loss(model, img, label, 0.5, teacher_forcing, "sum_batch")
     assert loss.item() == pytest.approx(mse.item() + 0.5 * kl.item(), rel=1e-5)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
@@ -46,7 +46,7 @@ def test_rollout_starts_from_the_given_frame_and_zero_z_is_deterministic():
     torch.manual_seed(0)
     model = CVAE(32, 8, 4, 32)
     first, labels = torch.rand(3, 32, 64), torch.rand(7, 3, 32, 64)
-    a = rollout(model, first, labels, "zero", chunk=3)
+    a = rollout(model, first, labels, "zero", pose_batch=3)
     assert a.shape == (7, 3, 32, 64) and torch.equal(a[0], first)
     assert torch.equal(a, rollout(model, first, labels, "zero"))
     p1 = rollout(model, first, labels, "prior", torch.Generator().manual_seed(1))
@@ -59,9 +59,9 @@ def test_videos_rolled_out_together_are_the_videos_rolled_out_one_by_one():
     torch.manual_seed(0)
     model = CVAE(32, 8, 4, 32).eval()
     firsts, labels = torch.rand(3, 3, 32, 64), torch.rand(3, 7, 3, 32, 64)
-    together = rollout(model, firsts, labels, "prior", torch.Generator().manual_seed(5), chunk=4)
+    together = rollout(model, firsts, labels, "prior", torch.Generator().manual_seed(5), pose_batch=4)
     gen = torch.Generator().manual_seed(5)
-    alone = torch.stack([rollout(model, f, lab, "prior", gen, chunk=4) for f, lab in zip(firsts, labels)])
+    alone = torch.stack([rollout(model, f, lab, "prior", gen, pose_batch=4) for f, lab in zip(firsts, labels)])
     assert together.shape == (3, 7, 3, 32, 64) and torch.equal(together[:, 0], firsts)
     assert torch.allclose(together, alone, atol=1e-5)
     assert not torch.allclose(together[0], together[1], atol=1e-2)  # not one video copied three times
@@ -90,10 +90,10 @@ def test_logvar_clamp_bounds_the_posterior_log_variance():
     assert logvar.max().item() == 0.5
 
 
-def test_frame_step_loss_is_mse_plus_beta_kl_of_one_frame():
+def test_frame_loss_is_mse_plus_beta_kl_of_one_frame():
     torch.manual_seed(0)
     model = CVAE(32, 8, 4, 32)
     prev, img, label = torch.rand(2, 3, 32, 64), torch.rand(2, 3, 32, 64), torch.rand(2, 3, 32, 64)
-    loss, mse, kl, pred = frame_step(model, prev, img, label, 0.25, "mean")
+    loss, mse, kl, pred = frame_loss(model, prev, img, label, 0.25, "mean")
     assert pred.shape == img.shape and mse.item() == pytest.approx(((pred - img) ** 2).mean().item(), rel=1e-5)
     assert loss.item() == pytest.approx(mse.item() + 0.25 * kl.item(), rel=1e-5)

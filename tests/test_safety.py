@@ -15,7 +15,8 @@ from helpers import TINY, make_experiment, write_lab4
 from tune_cvae import UserError, search
 from tune_cvae.best import OUT_MARK, staged_output
 from tune_cvae.data import load_dataset
-from tune_cvae.train import Run, load_checkpoint, save_checkpoint, train
+from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
+from tune_cvae.train import Run, train
 
 ROOT = Path(__file__).resolve().parent.parent
 

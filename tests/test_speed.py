@@ -11,9 +11,10 @@ import torch
 
 from helpers import TINY, write_lab4
 from tune_cvae.config import make_config
-from tune_cvae.model import CVAE, Conv1x1, model_from_config, posterior_noise, rollout, training_step
-from tune_cvae.speed import TemplateProcess, _template_rollout, rollout_in_pieces, table_row, template_step
-from tune_cvae.train import Run, train
+from tune_cvae.model import CVAE, Conv1x1, batch_loss, model_from_config, posterior_noise, rollout
+from tune_cvae.speed import TemplateProcess, _template_rollout_segments, rollout_in_segments, table_row
+from tune_cvae.template import template_step
+from tune_cvae.train import Run, train, train_steps
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -43,7 +44,7 @@ def test_batched_step_equals_the_templates_frame_by_frame_loop(teacher_forcing):
                                   eps=eps.unflatten(0, (2, 5)))
     template_grads = _grads(model)
     model.zero_grad()
-    loss, _, _ = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch", eps)
+    loss, _, _ = batch_loss(model, img, label, 0.5, teacher_forcing, "sum_batch", eps)
     loss.backward()
     assert loss.item() == pytest.approx(template_loss, rel=1e-5)
     assert _same_grads(_grads(model), template_grads)
@@ -57,9 +58,9 @@ def test_a_step_in_pieces_equals_the_step_at_once(teacher_forcing):
     img, label = torch.rand(2, 6, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
     eps = posterior_noise(model, img)
     out = []
-    for chunk in (None, 3):
+    for piece in (None, 3):
         model.zero_grad()
-        loss = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch", eps, chunk)[0]
+        loss = batch_loss(model, img, label, 0.5, teacher_forcing, "sum_batch", eps, piece)[0]
         loss.backward()
         out.append((loss.item(), _grads(model)))
     assert out[1][0] == pytest.approx(out[0][0], rel=1e-5)
@@ -88,7 +89,7 @@ def test_a_cpu_run_trains_channels_last_and_that_step_equals_the_nchw_step(short
     eps = posterior_noise(run.model, img)
     out = []
     for model in (nchw, run.model):
-        loss = training_step(model, img, label, 0.5, teacher_forcing, "sum_batch", eps)[0]
+        loss = batch_loss(model, img, label, 0.5, teacher_forcing, "sum_batch", eps)[0]
         loss.backward()
         out.append((loss.item(), _grads(model)))
     assert layouts and all(layouts)
@@ -108,16 +109,16 @@ def test_a_cpu_step_split_over_threads_equals_the_whole_step(short_val, teacher_
         run = Run({**TINY, "train_vi_len": 4, "kl_reduction": kl_reduction}, short_val)
     finally:
         torch.set_num_threads(threads)
-    assert run.parts == 2
+    assert run.train_step.threads == 2
     run.model.double()
     idx = torch.arange(4)[None] + torch.tensor([[0], [4]])
     img, label = short_val.train_img[idx].double() / 255, short_val.train_label[idx].double() / 255
     eps = posterior_noise(run.model, img).double()
     whole = copy.deepcopy(run.model)
-    want = training_step(whole, img, label, 0.5, teacher_forcing, kl_reduction, eps)
+    want = batch_loss(whole, img, label, 0.5, teacher_forcing, kl_reduction, eps)
     want[0].backward()
     run.opt.zero_grad(set_to_none=True)
-    got = run.split_backward(img, label, 0.5, teacher_forcing, eps)
+    got = run.train_step.backward(img, label, 0.5, teacher_forcing, eps)
     assert [g.item() for g in got] == pytest.approx([w.item() for w in want], rel=1e-12)
     assert _same_grads(_grads(run.model), _grads(whole), rel=1e-9)
     assert torch.equal(run.model.label_transformation[2].running_var, whole.label_transformation[2].running_var)
@@ -131,9 +132,9 @@ def test_cpu_training_steps_reuse_their_memory_instead_of_faulting_it_in_again(s
     run = Run({**TINY, "train_vi_len": 16}, short_val)
     batches = short_val.clip_starts(16, 1.0)[:8].view(-1, 2)
     for _ in range(2):
-        run.train_steps(batches, 0.5, True)
+        train_steps(run, batches, 0.5, True)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    run.train_steps(batches, 0.5, True)
+    train_steps(run, batches, 0.5, True)
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / len(batches) < 3000
 
 
@@ -141,9 +142,9 @@ def test_noise_drawn_in_one_call_is_the_noise_the_posterior_would_draw():
     model = CVAE(32, 8, 4, 32)
     img, label = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
     torch.manual_seed(3)
-    inside = training_step(model, img, label, 1.0, True, "sum_batch")[0]
+    inside = batch_loss(model, img, label, 1.0, True, "sum_batch")[0]
     torch.manual_seed(3)
-    given = training_step(model, img, label, 1.0, True, "sum_batch", posterior_noise(model, img))[0]
+    given = batch_loss(model, img, label, 1.0, True, "sum_batch", posterior_noise(model, img))[0]
     assert inside.item() == given.item()
 
 
@@ -152,7 +153,7 @@ def test_prior_z_drawn_at_once_equals_drawing_it_frame_by_frame():
     torch.manual_seed(0)
     model = CVAE(32, 8, 4, 32).eval()
     first, labels = torch.rand(3, 32, 64), torch.rand(9, 3, 32, 64)
-    at_once = rollout(model, first, labels, "prior", torch.Generator().manual_seed(4), chunk=4)
+    at_once = rollout(model, first, labels, "prior", torch.Generator().manual_seed(4), pose_batch=4)
     gen, prev, frames = torch.Generator().manual_seed(4), first[None], [first]
     with torch.no_grad():
         for t in range(1, 9):
@@ -193,7 +194,7 @@ def test_compiled_cuda_step_equals_the_eager_step(short_val, teacher_forcing):
         run.model.load_state_dict(runs[0].model.state_dict())
         for _ in range(2):  # the second call replays the captured graph
             run.model.zero_grad()
-            loss = run.step_fn(run.model, img, label, beta, teacher_forcing, "sum_batch", eps)[0]
+            loss = run.train_step.loss_fn(run.model, img, label, beta, teacher_forcing, "sum_batch", eps)[0]
             loss.backward()
         out.append((loss.item(), _grads(run.model)))
     assert out[1][0] == pytest.approx(out[0][0], rel=1e-5)
@@ -242,16 +243,16 @@ def test_a_table_row_gives_the_median_of_the_rounds_ratios_and_their_range():
     assert table_row("compiled", [5.0])["ratio_range"] == ""
 
 
-def test_a_rollout_timed_in_pieces_makes_the_whole_video_once_per_round_of_calls():
-    """Each piece goes on from the frame the previous piece ended with; the pieces' poses cover the video once;
-    after the last piece the video starts again from its true first frame."""
+def test_a_rollout_timed_in_segments_makes_the_whole_video_once_per_round_of_calls():
+    """Each segment goes on from the frame the previous segment ended with; the segments' poses cover the video
+    once; after the last segment the video starts again from its true first frame."""
     calls = []
 
     def fake_rollout(first, poses):  # a frame per pose after the first: 10 x the pose's number
         calls.append((first.item(), poses.tolist()))
         return torch.cat([first.view(1), 10 * poses[1:]])
 
-    call = rollout_in_pieces(fake_rollout, torch.tensor(-1.0), torch.arange(12.0), 4)
+    call = rollout_in_segments(fake_rollout, torch.tensor(-1.0), torch.arange(12.0), 4)
     for _ in range(5):
         call()
     starts = [first for first, _ in calls]
@@ -263,8 +264,8 @@ def test_a_rollout_timed_in_pieces_makes_the_whole_video_once_per_round_of_calls
 def test_a_template_loop_whose_process_dies_ends_the_measurement_with_one_error():
     """Its traceback is the child's; the benchmark says the process ended instead of a broken pipe's traceback."""
     with pytest.raises(RuntimeError, match=r"the template loop's process ended \(exit code 1\)"):
-        with TemplateProcess(_template_rollout, config=make_config({}), device="cpu", weights=None, first=None,
-                             labels=None, pieces=1) as loop:
+        with TemplateProcess(_template_rollout_segments, config=make_config({}), device="cpu", weights=None,
+                             first=None, labels=None, segments=1) as loop:
             loop(1)
 
 

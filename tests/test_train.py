@@ -10,7 +10,8 @@ import torch
 from helpers import TINY
 from tune_cvae.model import psnr_per_frame
 from tune_cvae.config import ConfigError, make_config
-from tune_cvae.train import load_checkpoint, make_lr_scheduler, save_checkpoint, train
+from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
+from tune_cvae.train import make_lr_scheduler, train
 
 # what demo.yaml evaluates first: learns the built-in data within a few CPU minutes
 LEARNS = {**TINY, "batch_size": 4, "train_vi_len": 4, "partial": 1.0, "num_epoch": 4, "kl_anneal_type": "None",

@@ -16,14 +16,14 @@ import pandas as pd
 import torch
 import yaml
 
-from tune_cvae import UserError, say
-from tune_cvae.config import ConfigError, make_config
+from tune_cvae import UserError, report, say
+from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
+from tune_cvae.config import ConfigError, best_of, make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.predict import predict_tests, score, write_gifs, write_submission
-from tune_cvae import report
 from tune_cvae.report import USABLE, collect, plot_psnr, trial_results
 from tune_cvae.space import SEARCH_FILE, read_search
-from tune_cvae.train import load_checkpoint, pick_device, save_checkpoint, train, validate
+from tune_cvae.train import pick_device, train, validate
 
 
 OUT_MARK = ".run_best"  # in every folder run_best.py writes: the only non-empty folders it replaces
@@ -59,8 +59,7 @@ def best_checkpoint(trial_dir, metric, mode):
     states = [load_checkpoint(p) for p in sorted(Path(trial_dir).glob("checkpoint_*/state.pt"))]
     if not states:
         raise UserError(f"{trial_dir}: the winning trial has no checkpoint")
-    pick = max if mode == "max" else min
-    return pick(states, key=lambda s: s["history"][-1][metric])
+    return best_of(mode)(states, key=lambda s: s["history"][-1][metric])
 
 
 def retrain(config, dataset, device, seeds, state=None):
@@ -117,7 +116,7 @@ def compare_with_trial(trial_dir, trial_config, run, metric, changed=False):
 def write_validation(out, run, epoch, title):
     """The submitted weights' validation rollout (as validated after `epoch`), kept per frame (CSV + plot);
     returns the PSNR per frame."""
-    psnr, _ = validate(run, epoch - 1)
+    psnr, _ = validate(run, epoch)
     pd.DataFrame({"frame": range(1, len(psnr) + 1), "psnr": psnr.numpy()}).to_csv(
         out / "val_psnr_per_frame.csv", index=False)
     plot_psnr(psnr.tolist(), out / "val_psnr_per_frame.png", title)

@@ -49,11 +49,17 @@ OPTIONS = {
     "seed": (1, int, "random seed (same config + seed = same metrics on the same machine)"),
 }
 DEFAULTS = {k: v[0] for k, v in OPTIONS.items()}
+METRICS = {"val_psnr": "max", "val_psnr_600": "max", "loss": "min", "mse": "min"}  # a run's rankable metrics
 BUILTIN_TRAIN_FRAMES, BUILTIN_SEED = 2400, 0  # the built-in dataset's size and seed (synthetic.py)
 POSITIVE = {"num_epoch", "batch_size", "lr", "F_dim", "L_dim", "N_dim", "D_out_dim", "kl_anneal_cycle",
             "kl_anneal_ratio", "partial", "fast_partial"}
 FRACTIONS = {"partial", "fast_partial", "kl_anneal_ratio"}
 MODEL_SIZES = ("F_dim", "L_dim", "N_dim", "D_out_dim")  # one rule spans them; every other rule checks one key
+
+
+def best_of(mode):
+    """max or min: the better of a metric's values under `mode`."""
+    return max if mode == "max" else min
 
 
 class ConfigError(UserError):

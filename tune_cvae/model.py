@@ -23,8 +23,8 @@ class Conv1x1(nn.Conv2d):
 
     def halves(self, x):
         """The output's two halves along the channels. As products in training, each half is its own product:
-        contiguous halves, and their gradients are not concatenated in the backward pass (3-7 % of a CPU training
-        step); without gradients one product measured faster."""
+        contiguous halves, and their gradients are not concatenated in the backward pass; without gradients one
+        product measured faster (docs/PERFORMANCE.md)."""
         if self.product and torch.is_grad_enabled():
             h = self.out_channels // 2
             return _product(x, self.weight[:h], self.bias[:h]), _product(x, self.weight[h:], self.bias[h:])
@@ -230,26 +230,26 @@ def pose_features(model, label):
     return model.label_transformation(_flat(label[:, 1:])).unflatten(0, (B, T - 1))
 
 
-def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=None, chunk=None, label_feat=None,
-                  share=1.0):
+def batch_loss(model, img, label, beta, teacher_forcing, kl_reduction, eps=None, piece=None, label_feat=None,
+               share=1.0):
     """Loss over one batch of clips (B, T, 3, H, W) in [0, 1]: mean over frames 1..T-1 of MSE + beta * KL.
 
     With teacher forcing every frame's input is known in advance, so all frames go through the network as
     one batch; without it the decoder path runs frame by frame on the model's own (detached) predictions.
     The posterior and pose features never depend on predictions, so they are always batched. `eps` is the
-    posterior's noise (posterior_noise), drawn here when not given. `chunk`: frames per piece of the batched
-    modules (same values; see cpu_chunk); None = all at once. A part of a batch (train.Run's split step) comes
-    with its pose features `label_feat` (B, T-1, L, H, W), computed over the whole batch for BatchNorm, and
-    its `share` of the batch's clips, so that the parts' losses add up to the batch's.
+    posterior's noise (posterior_noise), drawn here when not given. `piece`: frames per call of the batched
+    modules (same values; see steps.piece_frames); None = all at once. A share of a batch (steps.ThreadedBatchStep)
+    comes with its pose features `label_feat` (B, T-1, L, H, W), computed over the whole batch for BatchNorm,
+    and its `share` of the batch's clips, so that the shares' losses add up to the batch's.
     """
     B, T = img.shape[:2]
     eps = posterior_noise(model, img) if eps is None else eps
-    frame_feat = _pieces(model.frame_transformation, chunk, _flat(img)).unflatten(0, (B, T))
+    frame_feat = _in_pieces(model.frame_transformation, piece, _flat(img)).unflatten(0, (B, T))
     label_feat = pose_features(model, label) if label_feat is None else label_feat
-    z, mu, logvar = _pieces(model.Gaussian_Predictor, chunk, _flat(frame_feat[:, 1:]), _flat(label_feat), eps)
+    z, mu, logvar = _in_pieces(model.Gaussian_Predictor, piece, _flat(frame_feat[:, 1:]), _flat(label_feat), eps)
     z = z.unflatten(0, (B, T - 1))
     if teacher_forcing:
-        pred = _pieces(model.generate, chunk, _flat(frame_feat[:, :-1]), _flat(label_feat), _flat(z),
+        pred = _in_pieces(model.generate, piece, _flat(frame_feat[:, :-1]), _flat(label_feat), _flat(z),
                        _flat(img[:, :-1])).unflatten(0, (B, T - 1))
     else:
         preds, prev, prev_feat = [], img[:, 0], frame_feat[:, 0]
@@ -266,31 +266,15 @@ def training_step(model, img, label, beta, teacher_forcing, kl_reduction, eps=No
     return mse + beta * kl, mse, kl
 
 
-def _pieces(fn, chunk, *xs):
-    """fn applied to the inputs' first dimension in pieces of `chunk` and concatenated (None: at once)."""
-    if not chunk or xs[0].shape[0] <= chunk:
+def _in_pieces(fn, piece, *xs):
+    """fn applied to the inputs' first dimension in pieces of `piece` frames and concatenated (None: at once)."""
+    if not piece or xs[0].shape[0] <= piece:
         return fn(*xs)
-    outs = [fn(*parts) for parts in zip(*(x.split(chunk) for x in xs))]
+    outs = [fn(*inputs) for inputs in zip(*(x.split(piece) for x in xs))]
     return tuple(map(torch.cat, zip(*outs))) if isinstance(outs[0], tuple) else torch.cat(outs)
 
 
-def cpu_chunk(config):
-    """Frames per piece of a batched training step on a CPU: activations of about 6144 frame-channels at the
-    widest layer (8 frames for the template model, whose 30-frame batch ran 1.37x slower than 8-frame pieces
-    on 2 cores; docs/PERFORMANCE.md). GPUs take the whole batch."""
-    widest = 4 * max(config["F_dim"] + config["L_dim"] + config["N_dim"], config["D_out_dim"])
-    return max(1, 6144 // widest)
-
-
-def cpu_parts(config):
-    """Threads a CPU training step splits its batch's clips over (train.Run.split_backward): one per clip, at most
-    one per torch thread; 1 (no split) for per-frame optimiser steps or a compiled step."""
-    if config["optim_step"] != "clip" or config["compile"]:
-        return 1
-    return max(1, min(config["batch_size"], torch.get_num_threads()))
-
-
-def frame_step(model, prev, img, label, beta, kl_reduction):
+def frame_loss(model, prev, img, label, beta, kl_reduction):
     """Loss of predicting one frame img (B, 3, H, W) from the previous one `prev` and its pose: the unit of
     optim_step='frame' (an optimiser step after every predicted frame). Returns (loss, mse, kl, prediction)."""
     label_feat = model.label_transformation(label)
@@ -301,17 +285,18 @@ def frame_step(model, prev, img, label, beta, kl_reduction):
 
 
 @torch.no_grad()
-def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=64, step=None):
+def rollout(model, first_frame, labels, infer_z="prior", generator=None, pose_batch=64, frame_fn=None):
     """Generate videos frame by frame from their first frames (K, 3, H, W) and all their poses (K, T, 3, H, W),
     in [0, 1]; one video may come as (3, H, W) and (T, 3, H, W).
 
     Returns (K, T, 3, H, W) (or (T, 3, H, W)): the given first frames then T-1 generated frames each. The K
-    videos go through the network together (one frame step for all of them: 1.9x faster per video than one at a
-    time for the small model on 2 CPU cores, docs/PERFORMANCE.md); each is computed as it would be alone. z
+    videos go through the network together (one call per frame for all of them, faster per video than one at a
+    time; docs/PERFORMANCE.md); each is computed as it would be alone. z
     comes from the prior N(0, I) ('prior': each video's z for all its frames drawn in one call, video after
     video, on the labels' device with `generator`, which must live there: the same seed gives the same z on that
-    device) or is the prior's mean ('zero'). `chunk`: frames of all videos per call of the pose encoder. `step`
-    replaces next_frame (a compiled copy of it). On a CPU the frames go through cpu_inference_copy(model).
+    device) or is the prior's mean ('zero'). `pose_batch`: frames of all videos per call of the pose encoder.
+    `frame_fn` replaces next_frame (a compiled copy of it). On a CPU the frames go through
+    cpu_inference_copy(model).
     """
     one = first_frame.dim() == 3
     firsts, labels = (first_frame[None], labels[None]) if one else (first_frame, labels)
@@ -319,20 +304,20 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
     K, T, _, H, W = labels.shape
     if labels.device.type == "cpu":
         model = cpu_inference_copy(model, pointwise=K == 1)
-    copy_out = step is not None  # a compiled step replayed as a CUDA graph overwrites its output at the next replay
-    step = step or next_frame
+    copy_out = frame_fn is not None  # a CUDA graph's replay overwrites its output at the next replay
+    frame_fn = frame_fn or next_frame
     shape = (T - 1, model.N_dim, H, W)
     if infer_z == "zero":
         zs = torch.zeros(shape[1:], device=labels.device).expand(T - 1, K, *shape[1:])
     else:
         zs = torch.stack([torch.randn(shape, generator=generator, device=labels.device) for _ in range(K)], 1)
     frames, prev = [firsts], firsts
-    per_call = max(1, chunk // K)
+    per_call = max(1, pose_batch // K)
     for start in range(1, T, per_call):
         poses = labels[:, start:start + per_call].transpose(0, 1)  # (frames, K, 3, H, W)
         label_feat = model.label_transformation(_flat(poses)).unflatten(0, poses.shape[:2])
         for i in range(label_feat.shape[0]):
-            prev = step(model, prev, label_feat[i], zs[start - 1 + i])
+            prev = frame_fn(model, prev, label_feat[i], zs[start - 1 + i])
             prev = prev.clone() if copy_out else prev
             frames.append(prev)
     videos = torch.stack(frames, 1)
@@ -340,9 +325,8 @@ def rollout(model, first_frame, labels, infer_z="prior", generator=None, chunk=6
 
 
 def cpu_inference_copy(model, pointwise=True):
-    """The copy of `model` a CPU rollout runs: channels_last, with products for `pointwise` (one video: 1.12x
-    faster per frame for the small model; five videos together: 1.04-1.09x slower, so not there). The model
-    itself stays as it is."""
+    """The copy of `model` a CPU rollout runs: channels_last, with products for `pointwise` (measured faster for
+    one video, slower for several together; docs/PERFORMANCE.md). The model itself stays as it is."""
     return channels_last(copy.deepcopy(model), pointwise)
 
 

@@ -24,11 +24,10 @@ from pathlib import Path
 import yaml
 
 from tune_cvae import UserError
-from tune_cvae.config import DEFAULTS, MODEL_SIZES, OPTIONS, ConfigError, make_config
+from tune_cvae.config import DEFAULTS, METRICS, MODEL_SIZES, OPTIONS, ConfigError, make_config
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEARCH_FILE = "search.yaml"  # in an experiment folder: the space, the dataset folder, the seed, trial resources
-METRICS = {"val_psnr": "max", "val_psnr_600": "max", "loss": "min", "mse": "min"}
 TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
             "points_to_evaluate", "description"}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},

@@ -6,14 +6,11 @@ Per epoch: the teacher-forcing draw, beta, the data fraction, training steps wit
 step, then validation = the full rollout of the validation video (val_psnr over frames 1..T-1, val_psnr_600
 over frames 1..600, the leaderboard's window). The last stdout line is a JSON object of the final metrics.
 """
-import ctypes
 import json
 import math
 import random
-import re
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -21,16 +18,16 @@ import yaml
 from tqdm import tqdm
 
 from tune_cvae import UserError, cli, say
-from tune_cvae.config import OPTIONS, make_config
+from tune_cvae.checkpoint import STATE, load_checkpoint, resume_data_dir, save_checkpoint
+from tune_cvae.config import METRICS, OPTIONS, make_config
 from tune_cvae.data import load_dataset
-from tune_cvae.model import (channels_last, cpu_chunk, cpu_parts, frame_step, model_from_config,
-                             next_frame, pose_features, posterior_noise, psnr_per_frame, rollout, training_step)
+from tune_cvae.model import channels_last, model_from_config, next_frame, psnr_per_frame, rollout
 from tune_cvae.schedules import data_fraction, kl_beta, teacher_forcing_ratio
+from tune_cvae.steps import choose_step, compiled
 
 
 def _optimizer(model, config):
-    """Adam(W) with its fused kernel, one call for all parameters (clipping and the step: 2.9 instead of 8.8 ms for
-    the small model's 206 tensors on 2 CPU threads, docs/PERFORMANCE.md; the same update up to rounding)."""
+    """Adam(W) with its fused kernel: one call updates every parameter (the loop's update up to rounding)."""
     cls = torch.optim.AdamW if config["optim"] == "AdamW" else torch.optim.Adam
     return cls(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"], fused=True)
 
@@ -53,42 +50,27 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
-def keep_freed_memory():
-    """Ask glibc's malloc to keep freed memory in the process (no mmap per block, no trimming). By default it gives
-    each large activation back to the OS when freed, so every CPU training step faults its pages in again: about
-    40,000 page faults per small-model step, 10-12 % of its time on the dev VM (docs/PERFORMANCE.md). The
-    process keeps its peak memory instead. Off glibc (no mallopt) nothing changes."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # glibc's <malloc.h>
-    for option, value in ((m_mmap_max, 0), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)):
-        mallopt(option, value)
-
-
 STRIP_FRAMES = (1, 10, 50, 150, 300, 600)
 CHECK_EVERY = 20  # batches between the divergence checks (each waits for the device)
 
 
+def validation_seed(config, epoch):
+    """The seed of the validation rollout of the weights after `epoch` epochs (its own generator: training's RNG
+    stays untouched, and run_best re-validates the submitted weights with the same z)."""
+    return config["seed"] * 100003 + epoch - 1
+
+
 def validate(run, epoch):
-    """Roll out the validation video from its first frame. Returns the PSNR of each frame 1..T-1 (float frames
-    in [0, 1]) and an image strip (3, 2H, kW): predicted frames on top, true frames below."""
+    """Roll out the validation video from its first frame with the weights after `epoch` epochs. Returns the PSNR
+    of each frame 1..T-1 (float frames in [0, 1]) and an image strip (3, 2H, kW): predicted frames on top, true
+    frames below."""
     dataset = run.dataset
-    gen = torch.Generator(run.device).manual_seed(run.config["seed"] * 100003 + epoch)  # training's RNG untouched
+    gen = torch.Generator(run.device).manual_seed(validation_seed(run.config, epoch))
     true = dataset.val_img.float() / 255
     pred = run.rollout(true[0], dataset.val_label.float() / 255, run.config["infer_z"], gen)
     picks = [i for i in STRIP_FRAMES if i < len(true)]
     strip = torch.cat([torch.cat(list(pred[picks]), dim=2), torch.cat(list(true[picks]), dim=2)], dim=1)
     return psnr_per_frame(pred[1:], true[1:]).cpu(), strip.clamp(0, 1).cpu()
-
-
-def compiled(fn, config, device):
-    """fn itself, or with config['compile'] its torch.compile'd copy (on CUDA in 'reduce-overhead' mode: the
-    step replayed as CUDA graphs, since launching many small kernels, not arithmetic, bounds a batch of 2)."""
-    if not config["compile"]:
-        return fn
-    return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
 def check_dataset(config, dataset):
@@ -101,7 +83,9 @@ def check_dataset(config, dataset):
 
 
 class Run:
-    """Model, optimiser, LR schedule and RNGs of one run; `epoch` is the number of epochs finished."""
+    """The state of one run: config, data on the device, model, optimiser, LR schedule, RNGs, the epochs finished
+    (`epoch`) and their metrics, and the training step its config and device call for (steps.choose_step).
+    state() / load_state() go by checkpoint.STATE."""
 
     def __init__(self, config, dataset, device="cpu"):
         self.config, self.device = make_config(config), torch.device(device)
@@ -109,46 +93,28 @@ class Run:
         self.dataset = dataset.to(self.device)
         torch.manual_seed(self.config["seed"])
         self.model = model_from_config(self.config).to(self.device)
-        if self.device.type == "cpu":  # teacher-forced steps 1.11-1.25x faster (docs/PERFORMANCE.md)
+        if self.device.type == "cpu":  # the layout whose steps measured faster there (docs/PERFORMANCE.md)
             channels_last(self.model)
         self.opt = _optimizer(self.model, self.config)
         self.sched = make_lr_scheduler(self.opt, self.config)
-        self.step_fn = compiled(training_step, self.config, self.device)
-        self.chunk = cpu_chunk(self.config) if self.device.type == "cpu" else None
-        if self.device.type == "cpu":
-            keep_freed_memory()
-        self.parts = cpu_parts(self.config) if self.device.type == "cpu" else 1
-        self.pool = None  # split_backward's threads; torch.set_num_threads there also sets MKL's process-wide
-        if self.parts > 1:  # count, while this thread keeps its own OpenMP count for its convolutions
-            self.pool = ThreadPoolExecutor(self.parts, initializer=torch.set_num_threads,
-                                           initargs=(max(1, torch.get_num_threads() // self.parts),))
-        self.frame_fn = compiled(next_frame, self.config, self.device) if self.config["compile"] else None
         self.rng = random.Random(self.config["seed"])          # the per-epoch teacher-forcing draw
         self.shuffle_gen = torch.Generator().manual_seed(self.config["seed"])
         self.epoch, self.history = 0, []
         self.val_strip = self.val_psnr = None  # the last validation's image strip and PSNR per frame
+        self.train_step = choose_step(self)
+        self.frame_fn = compiled(next_frame, self.config, self.device) if self.config["compile"] else None
 
     def state(self):
         """Everything needed to continue exactly where this run is."""
-        return {"config": self.config, "data_dir": self.dataset.root, "epoch": self.epoch, "history": self.history,
-                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "rng_python": self.rng.getstate(),
-                "rng_shuffle": self.shuffle_gen.get_state(), "rng_torch": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        return {key: read(self) for key, (read, _) in STATE.items()}
 
     def load_state(self, state):
         try:
-            self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
-            self.rng.setstate(tuple(state["rng_python"]))
-            self.shuffle_gen.set_state(state["rng_shuffle"])
-            torch.set_rng_state(state["rng_torch"])
+            for key, (_, write) in STATE.items():
+                if write is not None:
+                    write(self, state[key])
         except (RuntimeError, ValueError, TypeError, KeyError) as e:
             raise UserError(f"the checkpoint does not fit its own config ({str(e).splitlines()[0][:160]})") from None
-        if state["rng_cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.epoch, self.history = state["epoch"], list(state["history"])
 
     def autocast(self):
         """bf16 autocast with precision 'bf16' (weights, optimiser state and losses stay float32)."""
@@ -157,124 +123,68 @@ class Run:
     def rollout(self, first_frame, labels, infer_z, generator):
         """model.rollout with this run's precision and (compiled) frame step; frames come back float32."""
         with self.autocast():
-            return rollout(self.model, first_frame, labels, infer_z, generator, step=self.frame_fn).float()
+            return rollout(self.model, first_frame, labels, infer_z, generator, frame_fn=self.frame_fn).float()
 
-    def step(self, loss):
-        """One optimiser step on `loss`."""
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.update()
 
-    def update(self):
-        """The optimiser step on the gradients there, clipped as configured. No host sync: a non-finite loss is
-        caught by train_steps a few steps later, and the run stops as diverged."""
-        if self.config["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config["grad_clip"])
-        self.opt.step()
-
-    def train_batch(self, img, label, beta, teacher_forcing):
-        """Clips (B, T, 3, H, W) -> [(loss, mse, kl)] of each optimiser step: one per batch (optim_step 'clip'),
-        or one per predicted frame ('frame', fed the true or its own detached previous frame)."""
-        c = self.config
-        if c["optim_step"] == "clip":
-            eps = posterior_noise(self.model, img)
-            if self.pool is not None:
-                self.opt.zero_grad(set_to_none=True)
-                losses = self.split_backward(img, label, beta, teacher_forcing, eps)
-                self.update()
-                return [losses]
-            if self.config["compile"]:
-                torch.compiler.cudagraph_mark_step_begin()  # a new training iteration for CUDA-graph replays
-            with self.autocast():
-                losses = self.step_fn(self.model, img, label, beta, teacher_forcing, c["kl_reduction"], eps,
-                                      self.chunk)
-            self.step(losses[0])
-            return [losses]
-        out, prev = [], img[:, 0]
-        for t in range(1, img.shape[1]):
-            with self.autocast():
-                loss, mse, kl, pred = frame_step(self.model, prev, img[:, t], label[:, t], beta, c["kl_reduction"])
-            self.step(loss)
-            out.append((loss, mse, kl))
-            prev = img[:, t] if teacher_forcing else pred.detach()
-        return out
-
-    def split_backward(self, img, label, beta, teacher_forcing, eps):
-        """training_step's loss and gradients with the batch's clips split over self.parts threads, each part's
-        forward and backward on its own thread with its share of the torch threads: on a CPU one op over a few
-        frames keeps only part of the cores busy. The pose encoder runs once over the whole batch (BatchNorm
-        statistics) and takes its gradient after the parts. Returns the batch's (loss, mse, kl), detached."""
-        B, T = img.shape[:2]
-        with self.autocast():
-            label_feat = pose_features(self.model, label)
-        leaf, eps = label_feat.detach().requires_grad_(), eps.unflatten(0, (B, T - 1))
-
-        def part(rows):
-            with self.autocast():
-                losses = training_step(self.model, img[rows], None, beta, teacher_forcing,
-                                       self.config["kl_reduction"], eps[rows].flatten(0, 1), self.chunk, leaf[rows],
-                                       len(rows) / B)
-            losses[0].backward()
-            return torch.stack(losses).detach()
-
-        futures = [self.pool.submit(part, rows) for rows in torch.arange(B, device=img.device).tensor_split(self.parts)]
-        total = sum(f.result() for f in futures)
-        label_feat.backward(leaf.grad)
-        return tuple(total)
-
-    def train_steps(self, batches, beta, teacher_forcing, bar=None):
-        """Optimiser steps over `batches` (B clip starts per row). Returns the sums of (loss, mse, kl) on the
-        device and the number of steps; the host waits for the device only every CHECK_EVERY batches."""
-        c = self.config
-        offsets = torch.arange(c["train_vi_len"], device=self.device)
-        beta_t = torch.tensor(beta, device=self.device)  # a tensor: a compiled step does not recompile per value
-        self.model.train()
-        sums, n_steps = torch.zeros(3, device=self.device), 0
-        for b, starts in enumerate(batches.to(self.device)):
-            idx = starts[:, None] + offsets
-            img = self.dataset.train_img[idx].float() / 255
-            label = self.dataset.train_label[idx].float() / 255
-            for losses in self.train_batch(img, label, beta_t, teacher_forcing):
-                sums += torch.stack(losses).detach().float()
-                n_steps += 1
+def train_steps(run, batches, beta, teacher_forcing, bar=None):
+    """The run's training step over `batches` (B clip starts per row). Returns the sums of (loss, mse, kl) on the
+    device and the number of optimiser steps; the host waits for the device only every CHECK_EVERY batches."""
+    offsets = torch.arange(run.config["train_vi_len"], device=run.device)
+    beta_t = torch.tensor(beta, device=run.device)  # a tensor: a compiled step does not recompile per value
+    run.model.train()
+    sums, n_steps = torch.zeros(3, device=run.device), 0
+    for b, starts in enumerate(batches.to(run.device)):
+        idx = starts[:, None] + offsets
+        img = run.dataset.train_img[idx].float() / 255
+        label = run.dataset.train_label[idx].float() / 255
+        for losses in run.train_step(img, label, beta_t, teacher_forcing):
+            sums += torch.stack(losses).detach().float()
+            n_steps += 1
+        if bar is not None:
+            bar.update(1)
+        if (b + 1) % CHECK_EVERY == 0 or b + 1 == len(batches):
+            mean = (sums / n_steps).tolist()
+            if not math.isfinite(mean[0]):
+                raise FloatingPointError(f"epoch {run.epoch + 1}: the loss became {mean[0]} by batch {b + 1}")
             if bar is not None:
-                bar.update(1)
-            if (b + 1) % CHECK_EVERY == 0 or b + 1 == len(batches):
-                mean = (sums / n_steps).tolist()
-                if not math.isfinite(mean[0]):
-                    raise FloatingPointError(f"epoch {self.epoch + 1}: the loss became {mean[0]} by batch {b + 1}")
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean[0]:.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
-        return sums, n_steps
+                bar.set_postfix(loss=f"{mean[0]:.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
+    return sums, n_steps
 
-    def train_epoch(self, progress=False):
-        """One epoch of training then validation; returns (and records) its metrics."""
-        c, e = self.config, self.epoch
-        teacher_forcing = self.rng.random() < teacher_forcing_ratio(e, c)
-        beta = kl_beta(e, c)
-        starts = self.dataset.clip_starts(c["train_vi_len"], data_fraction(e, c))
-        if c["shuffle"]:
-            starts = starts[torch.randperm(len(starts), generator=self.shuffle_gen)]
-        n_batches = len(starts) // c["batch_size"]  # drop_last, as the template
-        batches = starts[:n_batches * c["batch_size"]].view(n_batches, c["batch_size"])
-        lr = self.opt.param_groups[0]["lr"]
-        t0 = time.perf_counter()
-        with tqdm(total=n_batches, desc=f"epoch {e + 1}/{c['num_epoch']}", leave=False, disable=not progress,
-                  unit="batch", file=sys.stderr) as bar:
-            sums, n_steps = self.train_steps(batches, beta, teacher_forcing, bar)
-        train_s = time.perf_counter() - t0
-        self.sched.step()
-        psnr, self.val_strip = validate(self, e)
-        self.val_psnr = psnr
-        self.epoch += 1
-        loss, mse, kl = (sums / max(n_steps, 1)).tolist()
-        metrics = {"epoch": self.epoch, "loss": loss, "mse": mse, "kl": kl,
-                   "beta": beta, "tfr": teacher_forcing_ratio(e, c), "teacher_forcing": teacher_forcing, "lr": lr,
-                   "val_psnr": psnr.mean().item(), "val_psnr_600": psnr[:600].mean().item(),
-                   "train_frames_per_s": n_batches * c["batch_size"] * c["train_vi_len"] / max(train_s, 1e-9),
-                   "epoch_s": time.perf_counter() - t0, "threads": torch.get_num_threads()}
-        self.history.append(metrics)
-        return metrics
+
+def epoch_batches(run, epoch):
+    """The clip starts of epoch `epoch` (0-based) as (batches, batch_size): its data fraction, shuffled with the
+    run's generator, the last incomplete batch dropped (as the template)."""
+    config = run.config
+    starts = run.dataset.clip_starts(config["train_vi_len"], data_fraction(epoch, config))
+    if config["shuffle"]:
+        starts = starts[torch.randperm(len(starts), generator=run.shuffle_gen)]
+    n_batches = len(starts) // config["batch_size"]
+    return starts[:n_batches * config["batch_size"]].view(n_batches, config["batch_size"])
+
+
+def train_epoch(run, progress=False):
+    """One epoch of training then validation; returns (and records in run.history) its metrics."""
+    config, epoch = run.config, run.epoch
+    teacher_forcing = run.rng.random() < teacher_forcing_ratio(epoch, config)
+    beta = kl_beta(epoch, config)
+    batches = epoch_batches(run, epoch)
+    lr = run.opt.param_groups[0]["lr"]
+    t0 = time.perf_counter()
+    with tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config['num_epoch']}", leave=False,
+              disable=not progress, unit="batch", file=sys.stderr) as bar:
+        sums, n_steps = train_steps(run, batches, beta, teacher_forcing, bar)
+    train_s = time.perf_counter() - t0
+    run.sched.step()
+    run.epoch += 1
+    run.val_psnr, run.val_strip = validate(run, run.epoch)
+    loss, mse, kl = (sums / max(n_steps, 1)).tolist()
+    metrics = {"epoch": run.epoch, "loss": loss, "mse": mse, "kl": kl,
+               "beta": beta, "tfr": teacher_forcing_ratio(epoch, config), "teacher_forcing": teacher_forcing,
+               "lr": lr, "val_psnr": run.val_psnr.mean().item(), "val_psnr_600": run.val_psnr[:600].mean().item(),
+               "train_frames_per_s": batches.numel() * config["train_vi_len"] / max(train_s, 1e-9),
+               "epoch_s": time.perf_counter() - t0, "threads": torch.get_num_threads()}
+    run.history.append(metrics)
+    return metrics
 
 
 def train(config, dataset, device="cpu", state=None, on_epoch=None, progress=False):
@@ -288,12 +198,11 @@ def train(config, dataset, device="cpu", state=None, on_epoch=None, progress=Fal
                   disable=not progress, file=sys.stderr)
     while run.epoch < run.config["num_epoch"]:
         try:
-            metrics = run.train_epoch(progress)
+            metrics = train_epoch(run, progress)
         except FloatingPointError as err:
             say(f"diverged: {err}")
-            nan = float("nan")  # every metric a space may rank by, so a search on any of them goes on
-            return {**(run.history[-1] if run.history else {}), "loss": nan, "mse": nan, "kl": nan, "val_psnr": nan,
-                    "val_psnr_600": nan, "diverged": True, "epoch": run.epoch}, run
+            nan = {key: float("nan") for key in (*METRICS, "kl")}  # a search ranking by any metric goes on
+            return {**(run.history[-1] if run.history else {}), **nan, "diverged": True, "epoch": run.epoch}, run
         epochs.update(1)
         epochs.set_postfix(val_psnr=f"{metrics['val_psnr']:.2f}")
         if on_epoch is not None:
@@ -330,55 +239,6 @@ def main(args):
 
     final, _ = train(config, dataset, device, state, save, progress=True)
     print(json.dumps(final))
-
-
-def resume_data_dir(state, given):
-    """The dataset a resumed run continues on: the one its checkpoint trained on, unless --data names another
-    (a moved copy); a checkpoint from before data_dir was recorded demands --data."""
-    recorded = state.get("data_dir")
-    if given is not None:
-        given = Path(given).expanduser()
-        if recorded and Path(recorded).resolve() != given.resolve():
-            say(f"note: the checkpoint trained on {recorded}; continuing on {given} as --data says")
-        return given
-    if recorded is None:
-        raise UserError("the checkpoint does not record its dataset: pass --data DIR (the folder it trained on)")
-    if not Path(recorded).is_dir():
-        raise UserError(f"{recorded}: the checkpoint's dataset is gone; pass --data with its new location")
-    return recorded
-
-
-def save_checkpoint(state, path):
-    """Atomic: a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-STATE_KEYS = ("config", "epoch", "history", "model", "optimizer", "scheduler", "rng_python", "rng_shuffle",
-              "rng_torch", "rng_cuda")
-
-
-def load_checkpoint(path):
-    """A checkpoint's state, loaded with weights_only=True: checkpoints travel between users, and a pickle that
-    would import anything beyond tensors and plain values (that is, could run code) is refused unread."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: checkpoint does not exist") from None
-    except Exception as e:  # whatever the bytes are, the user gets one line, not the unpickler's traceback
-        unsafe = re.search(r"GLOBAL (\S+)", str(e))
-        if unsafe:
-            raise UserError(f"{path}: refused: loading it would call {unsafe.group(1)} (a checkpoint holds only "
-                            f"tensors and plain values)") from None
-        raise UserError(f"{path}: not a checkpoint ({type(e).__name__}: "
-                        f"{(str(e).strip().splitlines() or [''])[-1][:120]})") from None
-    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise UserError(f"{path}: not a tune_cvae checkpoint (no {', '.join(missing)})")
-    state["config"] = make_config(state["config"])
-    return state
 
 
 if __name__ == "__main__":
