@@ -11,11 +11,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-# the demo search on the built-in data (8 trials, small model), then the winner retrained for 8 epochs with a
-# cosine LR (measured steadier than the winner's own schedule; docs/QUALITY.md) and its submission
+# the demo search on the built-in data (8 trials, small model), then the winner retrained as demo.yaml's `retrain`
+# says (8 epochs, cosine LR) and its submission
 demo: $(VENV)/.installed
 	$(PY) run_search.py --space demo.yaml
-	$(PY) run_best.py --epochs 8 --set lr_scheduler=cosine
+	$(PY) run_best.py
 
 # the full suite (CI runs this)
 test: $(VENV)/.installed
@@ -28,9 +28,9 @@ test-fast: $(VENV)/.installed
 # the demo's search and retraining on a dataset of another seed, against the default configuration at equal
 # budget and against repeating the first frame (about 30 minutes on 2 CPU cores; see docs/QUALITY.md)
 bench-quality: $(VENV)/.installed
-	$(PY) -m tune_cvae.bench quality
+	$(PY) -m tune_cvae bench quality
 
 # training and rollout speed of the project's path against the template's loop re-created, same data and model
 # (add ARGS="--device cuda" on a GPU machine: it also measures 1, 2, 4 and 8 trials sharing the GPU)
 bench-speed: $(VENV)/.installed
-	$(PY) -m tune_cvae.bench speed $(ARGS)
+	$(PY) -m tune_cvae bench speed $(ARGS)

@@ -20,12 +20,14 @@ def main(argv=None):
     p.add_argument("--storage", default="ray_results", help="where to look for the newest experiment")
     p.add_argument("--data", dest="data_dir", metavar="DIR", default=None, help="dataset folder (default: the one the search used)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs to retrain (default: the space's max_epochs); the KL, teacher-forcing and LR "
+                   help="epochs to retrain (default: the space's retrain.epochs, else its max_epochs); the KL, "
+                        "teacher-forcing and LR "
                         "schedules are laid out over this length. The submission uses the epoch with the best "
                         "validation PSNR")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change one config key of the winner for the retraining (repeatable), e.g. "
-                        "--set lr_scheduler=cosine; the comparison with the trial then says the config differs")
+                        "--set lr_scheduler=cosine (on top of the space's retrain.set); the comparison with the "
+                        "trial then says the config differs")
     p.add_argument("--from-checkpoint", action="store_true",
                    help="continue from the winner's best checkpoint instead of retraining from scratch")
     p.add_argument("--infer-z", choices=["prior", "zero"], default=None,

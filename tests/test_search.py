@@ -181,14 +181,17 @@ def _own_lines(err):
     return [line for line in lines if line.strip() and not line.startswith("(")]
 
 
-def test_a_template_size_search_on_cpus_warns_with_a_duration(capsys):
+def test_a_template_size_search_on_cpus_warns_with_a_duration_timed_here(builtin, capsys):
     from tune_cvae.space import load_space
-    search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 0}, 23410, 2)
+    search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
     [line] = _own_lines(capsys.readouterr().err)
     assert line.startswith("warning: kl_tfr.yaml trains the template-size model on CPUs")
+    rate = float(re.search(r"480 frames at ([0-9.]+) frames/s, timed now with 1 thread", line).group(1))
+    hours = float(re.search(r"up to ([0-9]+) hours", line).group(1))
+    assert 0 < rate and hours == pytest.approx(32 * 70 * 480 / rate / 2 / 3600, abs=0.51)
     assert "hours for 32 trials x 70 epochs, 2 at a time" in line and "--gpus N" in line
-    search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, 23410, 2)
-    search.warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, 2400, 2)
+    search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, builtin, 2)
+    search.warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
     assert _own_lines(capsys.readouterr().err) == []  # on GPUs, or a CPU-sized model: no warning
 
 

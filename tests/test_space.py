@@ -65,6 +65,9 @@ def test_shipped_spaces_parse():
     (("params.D_out_dim", {"type": "categorical", "choices": [32, 60]}), "D_out_dim=60 would fail"),
     (("params.kl_anneal_cycle.when", {"kl_anneal_type": "Cyclic"}), "'Cyclic' is a value kl_anneal_type never"),
     (("num_samples", 0), "num_samples"),
+    (("retrain", {"epochs": 0}), "retrain.epochs: must be an integer >= 1"),
+    (("retrain", {"set": {"lr_scheduler": "sometimes"}}), "retrain.set.lr_scheduler"),
+    (("retrain", {"seeds": 2}), "retrain: must be a mapping with epochs and/or set"),
 ])
 def test_malformed_space_names_the_key(change, key):
     with pytest.raises(SpaceError, match=None) as exc:

@@ -7,7 +7,7 @@ speed: on the same data, model size, batch, device and threads, training frames 
 training path (train.Run: frames decoded once, a clip's frames batched, no per-step host sync) and of a faithful
 re-creation of the template's loop (a DataLoader decoding the PNG files per item, every frame encoded per step;
 in a process of its own, as a user's script), with and without teacher forcing, and the 630-frame validation
-rollout of each (timed in 10 pieces, taken in turns); a warm-up, then the median of repetitions taken in turns,
+rollout of each (timed in 10 segments, taken in turns); a warm-up, then the median of repetitions taken in turns,
 and the ratios (the median of the rounds' ratios and their range, which shows how much the machine's speed
 moved). On CUDA also N trials sharing the GPU (N processes).
 
@@ -25,8 +25,7 @@ from pathlib import Path
 from tune_cvae import UserError, cli, say
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_SEARCH = ["--space", "demo.yaml"]  # what `make demo` runs (keep in step with the Makefile)
-DEMO_BEST = ["--epochs", "8", "--set", "lr_scheduler=cosine"]
+DEMO_SPACE = "demo.yaml"  # what `make demo` searches; run_best.py retrains as its `retrain` says
 
 
 def _run(args, log):
@@ -72,14 +71,14 @@ def quality(seed=7, out="bench_quality", train_frames=None):
         if exp.exists():
             raise UserError(f"{exp}: an unfinished search is there; pass another --out")
         say("running the demo search (log: search.log)")
-        search_s = _run(["run_search.py", *DEMO_SEARCH, "--data", str(data_dir), "--storage",
+        search_s = _run(["run_search.py", "--space", DEMO_SPACE, "--data", str(data_dir), "--storage",
                          str(out / "ray_results"), "--name", "demo", "--no-dashboard"], out / "search.log")
-        say(f"search took {search_s:.0f} s; running run_best.py {' '.join(DEMO_BEST)} (log: best.log)")
-        best_s = _run(["run_best.py", "--experiment", str(exp), *DEMO_BEST], out / "best.log")
+        say(f"search took {search_s:.0f} s; running run_best.py (log: best.log)")
+        best_s = _run(["run_best.py", "--experiment", str(exp)], out / "best.log")
     summary = json.loads((exp / "best" / "summary.json").read_text())
     epochs = int(pd.read_csv(exp / "trials.csv")["epochs"].sum()) + summary["epochs"]
     say(f"run_best took {best_s:.0f} s; training the default configuration for {epochs} epochs")
-    default, default_s = train_default(load_space(DEMO_SEARCH[1]), load_dataset(data_dir, progress=False), epochs,
+    default, default_s = train_default(load_space(DEMO_SPACE), load_dataset(data_dir, progress=False), epochs,
                                        out / "default")
     rows = [("winner (demo search + run_best)", summary["score"]["submission"], search_s + best_s),
             (f"default configuration, {epochs} epochs", default["submission"], default_s),

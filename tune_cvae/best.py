@@ -39,19 +39,19 @@ def newest_experiment(storage):
 
 
 def winner(exp_dir):
-    """(the experiment's Search, the winning trial's row, its folder): the best trial by the space's metric,
+    """(the experiment's Search record, the winning trial's row, its folder): the best trial by the space's metric,
     errored trials and trials that went NaN ignored."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise UserError(f"{exp_dir}: experiment folder does not exist")
-    search = read_search(exp_dir)
+    record = read_search(exp_dir)
     table = collect(exp_dir)
-    metric = search.space.metric
+    metric = record.space.metric
     usable = table[table["status"].isin(USABLE) & table[f"best_{metric}"].notna()] if not table.empty else table
     if usable.empty:
         raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric}")
     row = usable.iloc[0]
-    return search, row, exp_dir / row["trial_dir"]
+    return record, row, exp_dir / row["trial_dir"]
 
 
 def best_checkpoint(trial_dir, metric, mode):
@@ -106,7 +106,7 @@ def compare_with_trial(trial_dir, trial_config, run, metric, changed=False):
     mine = run.history[epoch - 1]["val_psnr"]
     say(f"trial's val_psnr at epoch {epoch}: {best['val_psnr']:.2f} dB; retrained: {mine:.2f} dB"
         + ("" if metric == "val_psnr" else f" (the search ranked by {metric})")
-        + (" (config changed by --set)" if changed else ""))
+        + (" (config changed for the retraining: the space's retrain.set, --set)" if changed else ""))
     same_schedule = not changed and trial_config["num_epoch"] == run.config["num_epoch"] and epoch == best["epoch"]
     if same_schedule and abs(mine - best["val_psnr"]) > 0.3:
         say(f"warning: the retraining differs from the trial by {mine - best['val_psnr']:+.2f} dB with the same "
@@ -133,10 +133,10 @@ def write_predictions(out, run, infer_z, epoch):
     save_checkpoint({**run.state(), "submitted_epoch": epoch}, out / "model.ckpt")
 
 
-def trial_threads(trial_dir, search):
+def trial_threads(trial_dir, record):
     """The torch thread count the trial trained with (same config + seed + threads = same numbers on a CPU)."""
     results = trial_results(trial_dir)
-    return int(results[-1].get("threads") or search.resources.get("cpu") or 1) if results else 1
+    return int(results[-1].get("threads") or record.resources.get("cpu") or 1) if results else 1
 
 
 def winner_config(exp, space, row, trial_dir, overrides):
@@ -150,7 +150,8 @@ def winner_config(exp, space, row, trial_dir, overrides):
         f"{row['best_' + space.metric]:.3f} after {row['epochs']} of {space.max_epochs} epochs")
     say(f"        searched values: {json.dumps(searched_values(space, params))}")
     if overrides:
-        say(f"        retrained with --set {' '.join(f'{k}={v}' for k, v in overrides.items())}")
+        say(f"        retrained with {' '.join(f'{k}={v}' for k, v in overrides.items())} (the space's retrain.set "
+            f"and --set)")
     return params, config
 
 
@@ -177,12 +178,14 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
     validate, predict the test videos and write the submission and its evidence into `out` (default
     EXPERIMENT/best)."""
     exp = Path(experiment) if experiment else newest_experiment(storage)
-    search, row, trial_dir = winner(exp)
-    space, overrides = search.space, overrides or {}
+    record, row, trial_dir = winner(exp)
+    space = record.space
+    overrides = {**space.retrain.get("set", {}), **(overrides or {})}
+    epochs = epochs or space.retrain.get("epochs")
     out = Path(out) if out else exp / "best"
     check_out(out)
     params, config = winner_config(exp, space, row, trial_dir, overrides)
-    data_root = Path(data_dir or search.data_dir)
+    data_root = Path(data_dir or record.data_dir)
     if not data_root.is_dir():
         raise UserError(f"{data_root}: the search's dataset is gone; pass --data with its new location")
     with stage("loading the data"):
@@ -193,7 +196,7 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
         state = best_checkpoint(trial_dir, space.metric, space.mode)
         config["num_epoch"] = max(config["num_epoch"], state["epoch"])
         say(f"continuing the winner's best checkpoint (epoch {state['epoch']}) to epoch {config['num_epoch']}")
-    torch.set_num_threads(trial_threads(trial_dir, search))
+    torch.set_num_threads(trial_threads(trial_dir, record))
     with staged_output(out) as tmp:
         values, run, kept = retrain(config, dataset, pick_device(device), seeds, state)
         if state is None:

@@ -27,6 +27,17 @@ def _column(results, key):
     return [r.get(key, math.nan) for r in results]
 
 
+def _whole_epochs(ax):
+    """Ticks of an epoch axis on whole epochs only (not 1.25, 1.5, ...)."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _trials(n, verb):
+    """'1 trial was' / '3 trials were' + verb: counts in the readings read as sentences."""
+    return f"{n} trial{'' if n == 1 else 's'} {'was' if n == 1 else 'were'} {verb}"
+
+
 def tfr(results, trial_id, path):
     """Teacher-forcing ratio, whether the epoch drew teacher forcing, and beta per epoch; the training loss on a
     second axis."""
@@ -39,6 +50,7 @@ def tfr(results, trial_id, path):
     ax.scatter(forced, [1.05] * len(forced), marker="|", s=120, color="black", label="epoch drew teacher forcing")
     ax.set(xlabel="epoch", ylabel="ratio, beta (0..1)", ylim=(-0.05, 1.12),
            title=f"Teacher forcing and KL weight of the best trial ({trial_id})")
+    _whole_epochs(ax)
     loss_ax = ax.twinx()
     loss = _column(results, "loss")
     loss_ax.plot(epochs, loss, "^-", color="tab:red", label="training loss")
@@ -73,6 +85,7 @@ def kl_types(best_by_type, path, metric, full_budget):
         ax.legend(fontsize=7)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
+        _whole_epochs(ax)
     fig.suptitle("Best trial of each KL-annealing type")
     _save(fig, path)
     ranked = list(best_by_type.items())  # best type first
@@ -188,11 +201,13 @@ def asha(curves, metric, rungs, max_epochs, path):
         ax.axvline(rung, color="tab:orange", lw=0.8, label="ASHA rung" if i == 0 else None)
     ax.set(xlabel="epoch", ylabel=metric + (" (dB)" if "psnr" in metric else ""), xlim=(0.5, max_epochs + 0.5),
            title=f"{metric} per epoch of every trial (ASHA stops the worse ones at its rungs)")
+    _whole_epochs(ax)
     ax.legend(fontsize=8)
     _save(fig, path)
     stopped = [c for c in curves if c[1] == "stopped early"]
     used = sum(len(c[2]) for c in curves)
-    return (f"{sum(c[1] == 'finished' for c in curves)} trials finished, {len(stopped)} were stopped early at the "
-            f"rungs (epochs {', '.join(str(r) for r in rungs) or 'none'}).",
+    finished = sum(c[1] == "finished" for c in curves)
+    return (f"{finished} trial{'' if finished == 1 else 's'} finished, {_trials(len(stopped), 'stopped early')} "
+            f"at the rungs (epochs {', '.join(str(r) for r in rungs) or 'none'}).",
             f"All trials trained {used} epochs in total, against the {len(curves) * max_epochs} that "
             f"{len(curves)} full trials of {max_epochs} epochs would take.")

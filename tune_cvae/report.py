@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tune_cvae import UserError, cli
+from tune_cvae.config import best_of
 from tune_cvae.space import read_search
 
 
@@ -28,11 +29,38 @@ def trial_results(trial_dir):
     return rows
 
 
-USABLE = ("finished", "stopped early", "interrupted")  # statuses of trials whose metric values count
+FINISHED, STOPPED, DIVERGED, ERRORED, INTERRUPTED = "finished", "stopped early", "diverged (NaN)", "errored", \
+    "interrupted"
+USABLE = (FINISHED, STOPPED, INTERRUPTED)  # statuses of trials whose metric values count
 
 
 def _nan(x):
     return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def trial_status(last, num_epoch, metric, errored=False, cut=False):
+    """A trial's status from its last result (None: it reported none): the one decision behind the table, the
+    console's status table and what the Optuna study is told."""
+    last = last or {}
+    if errored:
+        return ERRORED
+    if last and (last.get("diverged") or _nan(last.get(metric))):
+        return DIVERGED
+    if int(last.get("epoch", 0)) >= num_epoch:
+        return FINISHED
+    return INTERRUPTED if cut else STOPPED
+
+
+JOURNAL = "optuna.journal"  # in an experiment folder: the search's Optuna study (optuna-dashboard reads it)
+
+
+def study_storage(exp_dir):
+    """The Optuna storage of a search's study: EXPERIMENT/optuna.journal."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return JournalStorage(JournalFileBackend(str(Path(exp_dir) / JOURNAL)))
 
 
 INTERRUPTED_FILE = "interrupted.json"  # written by an interrupted search: the trials it cut off
@@ -61,22 +89,14 @@ def collect(exp_dir):
         last = results[-1] if results else {}
         epochs = int(last.get("epoch", 0)) if results else 0
         trial_id = last.get("trial_id", trial_dir.name.removeprefix("trial_"))
-        if (trial_dir / "error.txt").is_file():
-            status = "errored"
-        elif results and _nan(last.get(metric)):
-            status = "diverged (NaN)"
-        elif epochs >= config.get("num_epoch", max_epochs):
-            status = "finished"
-        elif trial_id in cut:
-            status = "interrupted"
-        else:
-            status = "stopped early"
+        status = trial_status(last, config.get("num_epoch", max_epochs), metric,
+                              errored=(trial_dir / "error.txt").is_file(), cut=trial_id in cut)
         row = {"trial_id": trial_id, "status": status}
         for p in space.params:
             row[p] = config.get(p, "")  # empty where a condition excluded the parameter
         if "kl_anneal_type" not in space.params:
             row["kl_anneal_type"] = config.get("kl_anneal_type", "Cyclical")
-        best = (max(values) if mode == "max" else min(values)) if values else float("nan")
+        best = best_of(mode)(values) if values else float("nan")
         best_epoch = next((int(r["epoch"]) for r in results if r.get(metric) == best), None) if values else None
         row.update({"epochs": epochs, "best_epoch": best_epoch, f"best_{metric}": best,
                     f"last_{metric}": last.get(metric, float("nan")),
@@ -196,14 +216,10 @@ def importances(exp_dir, table, metric):
     """Optuna's parameter importances (PED-ANOVA: needs no extra package) over every trial of the study with a
     finite best value, valued at it (a trial ASHA stopped counts at its best epoch, a lower budget: ASHA leaves
     too few finished trials in a small search); ({parameter: importance}, trials), or None below 2 trials."""
-    journal = Path(exp_dir) / "optuna.journal"
-    if not journal.is_file():
+    if not (Path(exp_dir) / JOURNAL).is_file():
         return None
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(journal))))
+    study = optuna.load_study(study_name=None, storage=study_storage(exp_dir))
     best = dict(zip(table.trial_id.astype(str), table[f"best_{metric}"]))
     valued = optuna.create_study(direction=study.direction)
     for trial in study.trials:

@@ -15,8 +15,6 @@ from pathlib import Path
 import optuna
 import ray
 import torch
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -25,8 +23,8 @@ from ray.tune.search import Searcher
 from ray.tune import Callback
 
 from tune_cvae import UserError, report, say
-from tune_cvae import space as spaces
-from tune_cvae.config import make_config
+from tune_cvae.space import SEARCH_FILE, DefineByRun, Search, load_space, read_search, write_search
+from tune_cvae.config import best_of, make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.synthetic import resolve_data_dir
 from tune_cvae.train import check_dataset
@@ -76,7 +74,7 @@ def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, see
     """(experiment folder, Search) of a new search; nothing is written yet."""
     if name is not None:
         check_name(name)
-    space = spaces.load_space(space_name)
+    space = load_space(space_name)
     if samples is not None:
         if samples < len(space.points_to_evaluate):
             raise UserError(f"--samples {samples}: {space.path} evaluates {len(space.points_to_evaluate)} start "
@@ -89,7 +87,7 @@ def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, see
     exp_dir = storage / name
     if exp_dir.exists():
         raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
-    return exp_dir, spaces.Search(space, str(resolve_data_dir(data_dir)), seed, {})
+    return exp_dir, Search(space, str(resolve_data_dir(data_dir)), seed, {})
 
 
 NAME_BYTES = 200  # an experiment's folder name: one path component, which file systems cap at 255 bytes
@@ -109,9 +107,9 @@ def reopen_experiment(name, storage):
         raise UserError("--resume needs --name of the experiment to continue")
     check_name(name)
     exp_dir = storage / name
-    if not (exp_dir / spaces.SEARCH_FILE).is_file() or not tune.Tuner.can_restore(str(exp_dir)):
+    if not (exp_dir / SEARCH_FILE).is_file() or not tune.Tuner.can_restore(str(exp_dir)):
         raise UserError(f"{exp_dir}: no search to resume there")
-    return exp_dir, spaces.read_search(exp_dir)
+    return exp_dir, read_search(exp_dir)
 
 
 def check_local_gpus(gpus, address):
@@ -124,35 +122,52 @@ def check_local_gpus(gpus, address):
                         f"use --gpus {local_gpus} (0 trains on CPUs)")
 
 
-TEMPLATE_CPU_FRAMES_PER_S = 3.2  # bench speed, template model, teacher forcing, 2 threads (docs/PERFORMANCE.md)
-
-
-def warn_cpu_duration(space, resources, train_frames, concurrent):
-    """One warning line when a template-size model is about to train on CPUs, with a rough duration: a search
-    meant for GPUs should not start for days on a laptop without a word."""
+def warn_cpu_duration(space, resources, dataset, concurrent):
+    """One warning line when a template-size model is about to train on CPUs, with a rough duration from one
+    batch timed here: a search meant for GPUs should not start for days on a laptop without a word."""
     config = make_config(space.trial_config({}))
     if resources["gpu"] > 0 or config["F_dim"] < 128 or config["D_out_dim"] < 192:
         return
-    epoch_s = train_frames * config["partial"] / TEMPLATE_CPU_FRAMES_PER_S
+    threads = max(1, int(resources["cpu"]))
+    frames_per_s = cpu_frames_per_s(config, dataset, threads)
+    train_frames = dataset.train_img.shape[0]
+    epoch_s = train_frames * config["partial"] / frames_per_s
     total_h = space.num_samples * space.max_epochs * epoch_s / concurrent / 3600
     say(f"warning: {Path(space.path).name} trains the template-size model on CPUs: about {epoch_s / 60:.0f} min per "
-        f"trial-epoch here ({train_frames} frames at {TEMPLATE_CPU_FRAMES_PER_S} frames/s, measured with 2 threads), "
-        f"up to {total_h:.0f} hours for {space.num_samples} trials x {space.max_epochs} epochs, {concurrent} at a "
-        f"time; use --gpus N, or --space demo.yaml for a CPU-sized search")
+        f"trial-epoch here ({train_frames} frames at {frames_per_s:.1f} frames/s, timed now with {threads} "
+        f"thread(s)), up to {total_h:.0f} hours for {space.num_samples} trials x {space.max_epochs} epochs, "
+        f"{concurrent} at a time; use --gpus N, or --space demo.yaml for a CPU-sized search")
 
 
-def build_tuner(exp_dir, search, trainable, concurrent, resume, verbose):
+def cpu_frames_per_s(config, dataset, threads):
+    """Training frames per second of `config` on this machine's CPU with `threads` torch threads: one teacher-forced
+    batch timed after a warm-up batch."""
+    from tune_cvae.train import Run, epoch_batches, train_steps
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run = Run({**config, "partial": 1.0, "fast_train": False}, dataset)
+        batches = epoch_batches(run, 0)[:2]
+        train_steps(run, batches[:1], 0.0, True)
+        t0 = time.perf_counter()
+        train_steps(run, batches[1:], 0.0, True)
+        return batches[1].numel() * config["train_vi_len"] / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
     """A Tuner restored from `exp_dir`, or a new one (TPE + ASHA) whose search.yaml is written now. Ray's own
     console output is off (a config and a result box per trial); StatusTable prints one table instead. Ray's
     TensorBoard logger is left out, so TensorBoard shows one run per trial (the trainable's)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if resume:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    space = search.space
+    space = record.space
     exp_dir.mkdir(parents=True)
-    spaces.write_search(exp_dir, search)
+    write_search(exp_dir, record)
     return tune.Tuner(trainable, tune_config=tune.TuneConfig(
-        search_alg=_searcher(space, exp_dir, search.seed), scheduler=_scheduler(space),
+        search_alg=_searcher(space, exp_dir, record.seed), scheduler=_scheduler(space),
         num_samples=space.num_samples, max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
@@ -168,25 +183,25 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     """The whole search; returns the experiment folder. UserError for anything the user can fix."""
     storage = Path(storage).expanduser().resolve()
     if resume:
-        exp_dir, search = reopen_experiment(name, storage)
+        exp_dir, record = reopen_experiment(name, storage)
     else:
-        exp_dir, search = new_experiment(space_name, data_dir, samples, max_epochs, name, storage, seed)
-    space = search.space
+        exp_dir, record = new_experiment(space_name, data_dir, samples, max_epochs, name, storage, seed)
+    space = record.space
     check_local_gpus(gpus, address)
-    dataset = load_dataset(search.data_dir)  # every split checked and decoded once, before Ray or any trial
+    dataset = load_dataset(record.data_dir)  # every split checked and decoded once, before Ray or any trial
     check_dataset(make_config(space.trial_config({})), dataset)
     say(f"data: {dataset.root} ({dataset.train_img.shape[0]} train frames, {dataset.val_img.shape[0]} val frames, "
         f"{dataset.test_first.shape[0]} test videos)")
     start_ray(address, num_cpus, dashboard)
-    search.resources, concurrent = plan_resources(gpus, gpus_per_trial, cpus_per_trial, space.num_samples)
-    warn_cpu_duration(space, search.resources, dataset.train_img.shape[0], concurrent)
+    record.resources, concurrent = plan_resources(gpus, gpus_per_trial, cpus_per_trial, space.num_samples)
+    warn_cpu_duration(space, record.resources, dataset, concurrent)
     trainable = tune.with_resources(tune.with_parameters(named_trial(list(space.params)),
-                                                         arrays=dataset.as_arrays()), search.resources)
+                                                         arrays=dataset.as_arrays()), record.resources)
     say(f"TensorBoard: tensorboard --logdir {exp_dir}")
-    say(f"Optuna study: optuna-dashboard {exp_dir / 'optuna.journal'}")
-    tuner = build_tuner(exp_dir, search, trainable, concurrent, resume, verbose)
+    say(f"Optuna study: optuna-dashboard {exp_dir / report.JOURNAL}")
+    tuner = build_tuner(exp_dir, record, trainable, concurrent, resume, verbose)
     say(f"search: {space.num_samples} trials of up to {space.max_epochs} epochs, {concurrent} at a time, "
-        f"{search.resources['cpu']:g} CPU + {search.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
+        f"{record.resources['cpu']:g} CPU + {record.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
     watch = _RayStopWatch()
     logging.getLogger("ray.tune.tune").addFilter(watch)
     (exp_dir / report.INTERRUPTED_FILE).unlink(missing_ok=True)  # a resumed search starts uninterrupted
@@ -235,23 +250,20 @@ class StatusTable(Callback):
         row["epoch"] = int(result.get("epoch", row["epoch"]))
         if isinstance(value, (int, float)) and math.isfinite(value):
             row["last"] = value
-            better = max if self.space.mode == "max" else min
-            row["best"] = value if math.isnan(row["best"]) else better(row["best"], value)
+            row["best"] = value if math.isnan(row["best"]) else best_of(self.space.mode)(row["best"], value)
         if time.monotonic() - self.printed > self.every:
             self.show()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         row = self._row(trial)
-        if (trial.last_result or {}).get("diverged"):
-            row["status"] = "diverged"
-        elif row["epoch"] >= trial.config.get("num_epoch", self.space.max_epochs):
-            row["status"] = "finished"
-        else:
-            row["status"] = f"stopped early (ASHA, epoch {row['epoch']})"
+        row["status"] = report.trial_status(trial.last_result, trial.config.get("num_epoch", self.space.max_epochs),
+                                            self.space.metric)
+        if row["status"] == report.STOPPED:
+            row["status"] += f" (ASHA, epoch {row['epoch']})"
         self.show()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._row(trial)["status"] = "errored"
+        self._row(trial)["status"] = report.ERRORED
         self.show()
 
     def show(self):
@@ -268,8 +280,7 @@ class StatusTable(Callback):
 def _cut_trials(exp_dir):
     """Ray trial ids the study never heard the end of (ASHA's stops were told as PRUNED, finished trials as
     COMPLETE): the trials an interruption cut off, whatever status Ray saved for them."""
-    storage = JournalStorage(JournalFileBackend(str(exp_dir / "optuna.journal")))
-    study = optuna.load_study(study_name=exp_dir.name, storage=storage)
+    study = optuna.load_study(study_name=exp_dir.name, storage=report.study_storage(exp_dir))
     return [t.user_attrs["ray_trial_id"] for t in study.trials
             if t.state == TrialState.RUNNING and "ray_trial_id" in t.user_attrs]
 
@@ -336,7 +347,7 @@ class AskTellSearcher(Searcher):
     def suggest(self, trial_id):
         trial = self.study.ask()
         trial.set_user_attr("ray_trial_id", trial_id)
-        constants = spaces.DefineByRun(self.space)(trial)
+        constants = DefineByRun(self.space)(trial)
         self.trials[trial_id], self.values[trial_id] = trial, {}
         return {**constants, **trial.params}
 
@@ -353,14 +364,13 @@ class AskTellSearcher(Searcher):
         trial, values = self.trials.pop(trial_id, None), list(self.values.pop(trial_id, {}).values())
         if trial is None:
             return
-        last = (result or {}).get(self.metric)
-        finite = isinstance(last, (int, float)) and math.isfinite(last)
-        if error or not values or not finite or result.get("diverged"):
-            self.study.tell(trial, state=TrialState.FAIL)
-        elif result["epoch"] >= self.space.max_epochs:
-            self.study.tell(trial, max(values) if self.mode == "max" else min(values))
-        else:
+        status = report.trial_status(result, self.space.max_epochs, self.metric, errored=error)
+        if status == report.FINISHED and values:
+            self.study.tell(trial, best_of(self.mode)(values))
+        elif status == report.STOPPED and values:
             self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
 
     def save(self, checkpoint_path):
         with open(checkpoint_path, "wb") as f:
@@ -374,12 +384,10 @@ class AskTellSearcher(Searcher):
 def _searcher(space, exp_dir, seed):
     """TPE (seeded, multivariate, constant liar for concurrent trials); the study kept in optuna.journal in the
     experiment folder, named after it, its objective named after the metric; points_to_evaluate go first."""
-    storage = JournalStorage(JournalFileBackend(str(exp_dir / "optuna.journal")))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group, constant_liar
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                          n_startup_trials=min(10, max(2, space.num_samples // 3)))
-    study = optuna.create_study(study_name=exp_dir.name, storage=storage, sampler=sampler,
+    study = optuna.create_study(study_name=exp_dir.name, storage=report.study_storage(exp_dir), sampler=sampler,
                                 direction="maximize" if space.mode == "max" else "minimize")
     study.set_metric_names([space.metric])
     for point in space.points_to_evaluate:

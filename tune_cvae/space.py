@@ -29,7 +29,7 @@ from tune_cvae.config import DEFAULTS, METRICS, MODEL_SIZES, OPTIONS, ConfigErro
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEARCH_FILE = "search.yaml"  # in an experiment folder: the space, the dataset folder, the seed, trial resources
 TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
-            "points_to_evaluate", "description"}
+            "points_to_evaluate", "retrain", "description"}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
               "categorical": {"type", "choices", "when"}}
 
@@ -72,6 +72,7 @@ class Space:
     fixed: dict
     params: dict
     points_to_evaluate: list = field(default_factory=list)
+    retrain: dict = field(default_factory=dict)  # run_best.py's defaults for this space: {epochs: N, set: {...}}
 
     def active(self, name, values):
         """Is parameter `name` suggested, given the values chosen so far?"""
@@ -197,7 +198,8 @@ def parse(raw, path="<space>"):
     _check_every_value(path, params, {**fixed, "num_epoch": max_epochs})
     num_samples = _int(raw, path, "num_samples")
     space = Space(path, metric, mode, num_samples, max_epochs, grace,
-                  _int(raw, path, "reduction_factor", 3, low=2), fixed, params)
+                  _int(raw, path, "reduction_factor", 3, low=2), fixed, params,
+                  retrain=_check_retrain(path, raw.get("retrain") or {}, fixed))
     points = raw.get("points_to_evaluate") or []
     _need(isinstance(points, list), path, "points_to_evaluate", "must be a list of mappings")
     _need(len(points) <= num_samples, path, "points_to_evaluate",
@@ -205,6 +207,24 @@ def parse(raw, path="<space>"):
     for i, point in enumerate(points):
         space.points_to_evaluate.append(_check_point(space, point, f"points_to_evaluate[{i}]"))
     return space
+
+
+def _check_retrain(path, retrain, fixed):
+    """`retrain: {epochs: N, set: {KEY: VALUE}}`: how run_best.py retrains this space's winner unless its flags say
+    otherwise (--epochs, --set)."""
+    _need(isinstance(retrain, dict) and set(retrain) <= {"epochs", "set"}, path, "retrain",
+          "must be a mapping with epochs and/or set")
+    epochs = retrain.get("epochs", 1)
+    _need(isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1, path, "retrain.epochs",
+          f"must be an integer >= 1, got {epochs!r}")
+    changes = retrain.get("set", {})
+    _need(isinstance(changes, dict), path, "retrain.set", "must map config keys to values")
+    for key, value in changes.items():
+        try:
+            make_config({key: value})
+        except ConfigError as e:
+            raise SpaceError(f"{path}: retrain.set.{key}: {e}") from None
+    return retrain
 
 
 def _check_param(path, name, p, params, fixed):
