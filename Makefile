@@ -1,15 +1,22 @@
-# `make demo` and `make test` create .venv from requirements.txt on first use.
+# `make demo` and `make test` create .venv from requirements.txt on first use, at the versions in constraints.txt.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast bench-quality bench-speed venv
+.PHONY: demo test test-fast bench-quality bench-speed venv constraints
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $@
+
+# constraints.txt anew: the newest releases requirements.txt admits, in a scratch venv, frozen (then run make test)
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-constraints
 
 # the demo search on the built-in data (8 trials, small model), then the winner retrained as demo.yaml's `retrain`
 # says (8 epochs, cosine LR) and its submission

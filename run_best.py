@@ -6,24 +6,26 @@ data has test ground truth (the built-in data does).
 """
 import argparse
 import json
+import signal
+import sys
 
 import yaml
 
 from tune_cvae import HelpFormatter, UserError, fail
 
 
-def main(argv=None):
+def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--experiment", default=None,
                    help="experiment folder of run_search.py (default: the newest under --storage)")
     p.add_argument("--storage", default="ray_results", help="where to look for the newest experiment")
-    p.add_argument("--data", dest="data_dir", metavar="DIR", default=None, help="dataset folder (default: the one the search used)")
+    p.add_argument("--data", dest="data_dir", metavar="DIR", default=None,
+                   help="dataset folder (default: the one the search used)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs to retrain (default: the space's retrain.epochs, else its max_epochs); the KL, "
-                        "teacher-forcing and LR "
-                        "schedules are laid out over this length. The submission uses the epoch with the best "
-                        "validation PSNR")
+                        "teacher-forcing and LR schedules are laid out over this length. The submission uses the "
+                        "epoch with the best validation PSNR")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change one config key of the winner for the retraining (repeatable), e.g. "
                         "--set lr_scheduler=cosine (on top of the space's retrain.set); the comparison with the "
@@ -37,22 +39,35 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="output folder (default: EXPERIMENT/best): new, empty, or an earlier "
                                                "run_best.py output, which it replaces; any other folder is refused")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    args = p.parse_args(argv)
-    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
-        fail("--seeds and --epochs must be at least 1")
+    return p
+
+
+def _overrides(items):
+    """--set KEY=VALUE items -> {key: value}, values read as in a space file (numbers, booleans, lists)."""
     overrides = {}
-    for item in args.overrides:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             fail(f"--set {item}: expected KEY=VALUE, e.g. --set lr_scheduler=cosine")
-        overrides[key.strip()] = yaml.safe_load(value)  # numbers, booleans and lists as in a space file
-    args.overrides = overrides
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
+        fail("--seeds and --epochs must be at least 1")
+    args.overrides = _overrides(args.overrides)
     from tune_cvae.best import run_best
     from tune_cvae.predict import format_score
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         out, summary = run_best(**vars(args))
     except UserError as e:
         fail(e)
+    except KeyboardInterrupt:
+        print("interrupted; any earlier output is unchanged", file=sys.stderr)
+        raise SystemExit(130) from None
     seeds = summary["seeds"]
     print(f"val_psnr {summary['val_psnr']:.2f} dB (frames 1..600: {summary['val_psnr_600']:.2f}), "
           f"weights of epoch {summary['submitted_epoch']} of {summary['epochs']}"
@@ -62,6 +77,13 @@ def main(argv=None):
     print(f"wrote {out}/: submission.csv, pred_seq<i>.gif, val_psnr_per_frame.csv/.png, config.yaml, "
           f"model.ckpt, summary.json")
     print(json.dumps({k: summary[k] for k in ("trial_id", "val_psnr", "val_psnr_600")}))
+
+
+def _terminated(signum, frame):
+    """SIGTERM (a scheduler's time limit, `timeout`) ends run_best.py as Ctrl-C does: the staging folder removed,
+    any earlier output unchanged, exit status 143."""
+    print("terminated (SIGTERM); any earlier output is unchanged", file=sys.stderr)
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

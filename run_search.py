@@ -47,7 +47,7 @@ def main(argv=None):
         fail(e)
     except search.Interrupted as e:
         print(e, file=sys.stderr)
-        raise SystemExit(130)  # the shell's code for "ended by Ctrl-C"
+        raise SystemExit(e.exit_status)  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import atexit
 import dataclasses
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -51,3 +52,24 @@ def smoke(ray_cluster, builtin_root, tmp_path_factory):
     storage = tmp_path_factory.mktemp("ray_results")
     return search.run("smoke.yaml", data_dir=str(builtin_root), storage=storage, name="smoke", dashboard=False,
                       verbose=0)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A factory of small file systems (tmpfs, root only): (name, size, read_only) -> its folder; the test skips
+    where none can be mounted."""
+    mounted = []
+
+    def mount(name, size, read_only=False):
+        folder = tmp_path / name
+        folder.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

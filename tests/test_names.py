@@ -1,9 +1,15 @@
-"""Names derived from a trial's values (its TensorBoard run folder, its Ray actor) fit any file system."""
+"""Names derived from a trial's values (its TensorBoard run folder, its Ray actor) fit any file system; the Ray
+internals that those names and a search's endings lean on are still there."""
+import importlib
+import logging
+import signal
+
 import numpy as np
 import pytest
 from ray import tune
 from ray.tune.trainable.function_trainable import wrap_function
 
+from tune_cvae import search
 from tune_cvae.space import LABEL_BYTES, label, short
 from tune_cvae.trainable import named_trial
 
@@ -61,3 +67,25 @@ def test_a_trial_actor_name_stays_short_whatever_its_values():
     name = type("Actor", (mixin, Trainable), {})()._name
     assert name.startswith("trial b63aaa53: kl_anneal_type=Cyclical") and name.endswith(" ...")
     assert len(name.encode()) <= LABEL_BYTES
+
+
+def test_rays_stop_handler_is_what_sigterm_and_a_filling_disk_call():
+    """SIGTERM and a disk running full end a search through Ray Tune's own stop handler, which tune.run installs
+    for SIGUSR1 while a search runs and which logs "Stop signal received" (what the search reads to tell an
+    interrupted search). A Ray release that moves either fails here, naming it."""
+    tune_module = importlib.import_module("ray.tune.tune")
+    assert hasattr(tune_module, "_setup_signal_catching"), "Ray Tune no longer has tune._setup_signal_catching"
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+    logger, watch = logging.getLogger("ray.tune.tune"), search._RayStopWatch()
+    logger.addFilter(watch)
+    try:
+        stopped = tune_module._setup_signal_catching()
+        handler = signal.getsignal(signal.SIGUSR1)
+        assert callable(handler), "Ray Tune no longer handles SIGUSR1 while a search runs"
+        handler(signal.SIGUSR1, None)
+        assert stopped.is_set(), "Ray Tune's SIGUSR1 handler no longer stops the search"
+        assert watch.stopped, "Ray Tune's stop warning no longer says 'Stop signal received'"
+    finally:
+        logger.removeFilter(watch)
+        for s, h in before.items():
+            signal.signal(s, h)

@@ -2,8 +2,10 @@
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from tune_cvae import UserError
+from tune_cvae.best import OUT_MARK
 from tune_cvae.predict import check_submission, score, score_arrays, submission_frame
 
 
@@ -103,3 +106,36 @@ def test_run_best_errors_are_one_line(smoke, tmp_path):
     assert proc.returncode == 2 and "the search's dataset is gone" in proc.stderr
     proc = run_best("--storage", tmp_path / "nowhere")
     assert proc.returncode == 2 and "no experiment folder here" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_run_best_keeps_the_earlier_output_and_removes_its_staging(smoke, tmp_path):
+    """What a batch scheduler's time limit sends: run_best.py ends with 143, the earlier output as it was."""
+    out = tmp_path / "best"
+    out.mkdir()
+    (out / OUT_MARK).write_text("an earlier run_best.py output")
+    (out / "submission.csv").write_text("earlier")
+    proc = subprocess.Popen([sys.executable, "run_best.py", "--experiment", str(smoke), "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob(".best.*")):  # its staging folder: the retraining has begun
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated (SIGTERM); any earlier output is unchanged"
+    assert "Traceback" not in stderr and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    assert (out / "submission.csv").read_text() == "earlier"
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_run_best_is_one_line_and_leaves_nothing(smoke, tmpfs):
+    disk = tmpfs("small", "2m")  # takes the write test, not the 60 MB submission.csv
+    proc = run_best("--experiment", smoke, "--out", disk / "best")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {disk / 'best'}: No space left on device while "
+                                                    "writing it; any earlier output is unchanged")
+    assert "Traceback" not in proc.stderr and list(disk.iterdir()) == []
+    proc = run_best("--experiment", smoke, "--out", tmpfs("ro", "1m", read_only=True) / "best")
+    assert proc.returncode == 2 and "cannot write there (Read-only file system)" in proc.stderr

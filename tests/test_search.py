@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from helpers import make_experiment
-from tune_cvae import UserError, report, search
+from tune_cvae import UserError, experiment, report, search
 from tune_cvae import space as spaces
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,24 +117,35 @@ def test_the_console_shows_one_status_table_and_the_next_command(ray_cluster, bu
     assert (tmp_path / "c" / "report" / "index.html").is_file()
 
 
-def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path):
+def start_search(ray_cluster, builtin_root, storage, name, samples=3):
+    """run_search.py on the smoke space in a process of its own, once its first trial has reported: (the
+    process, its stderr file)."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    with open(tmp_path / "stderr.txt", "w") as err:
-        proc = subprocess.Popen([sys.executable, "run_search.py", "--space", "smoke", "--samples", "3", "--data",
-                                 str(builtin_root), "--storage", str(tmp_path), "--name", "r"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 300
-        while not any(p.stat().st_size for p in tmp_path.glob("r/trial_*/result.json")):
-            assert proc.poll() is None and time.time() < deadline, "search ended before any trial reported"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
-        proc.wait(timeout=120)
+    err = storage.parent / f"{name}-stderr.txt"
+    with open(err, "w") as f:
+        proc = subprocess.Popen([sys.executable, "run_search.py", "--space", "smoke", "--samples", str(samples),
+                                 "--data", str(builtin_root), "--storage", str(storage), "--name", name], env=env,
+                                stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.time() + 300
+    while not any(p.stat().st_size for p in storage.glob(f"{name}/trial_*/result.json")):
+        assert proc.poll() is None and time.time() < deadline, "search ended before any trial reported"
+        time.sleep(0.5)
+    return proc, err
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path, signum, status):
+    """Ctrl-C, or the SIGTERM a batch scheduler or `timeout` sends, ends a search with its table and the command
+    that continues it; no stack dump."""
+    proc, err = start_search(ray_cluster, builtin_root, tmp_path, "r")
+    proc.send_signal(signum)
+    proc.wait(timeout=120)
     before = trial_results(tmp_path / "r")
     assert sum(len(r) for r in before.values()) < 3 * 3  # it really was cut short
-    stderr = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 130, stderr
+    stderr = err.read_text()
+    assert proc.returncode == status, stderr
     assert f"continue it with: python run_search.py --resume --name r --storage {tmp_path}" in stderr
-    assert "Tuner.restore" not in stderr
+    assert "Tuner.restore" not in stderr and "Traceback" not in stderr and "core dumped" not in stderr
     assert "interrupted" in set(pd.read_csv(tmp_path / "r/trials.csv").status)  # not "stopped early"
     exp = search.run(None, resume=True, name="r", storage=tmp_path, dashboard=False, verbose=0)
     table = pd.read_csv(exp / "trials.csv")
@@ -183,15 +195,15 @@ def _own_lines(err):
 
 def test_a_template_size_search_on_cpus_warns_with_a_duration_timed_here(builtin, capsys):
     from tune_cvae.space import load_space
-    search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
+    experiment.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
     [line] = _own_lines(capsys.readouterr().err)
     assert line.startswith("warning: kl_tfr.yaml trains the template-size model on CPUs")
     rate = float(re.search(r"480 frames at ([0-9.]+) frames/s, timed now with 1 thread", line).group(1))
     hours = float(re.search(r"up to ([0-9]+) hours", line).group(1))
     assert 0 < rate and hours == pytest.approx(32 * 70 * 480 / rate / 2 / 3600, abs=0.51)
     assert "hours for 32 trials x 70 epochs, 2 at a time" in line and "--gpus N" in line
-    search.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, builtin, 2)
-    search.warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
+    experiment.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, builtin, 2)
+    experiment.warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
     assert _own_lines(capsys.readouterr().err) == []  # on GPUs, or a CPU-sized model: no warning
 
 
@@ -243,6 +255,35 @@ def test_a_search_where_some_trials_errored_says_how_many_and_where(tmp_path, ca
     the search still ends with its table, and a warning line counts the errored trials and names the first
     error file."""
     exp = make_experiment(tmp_path / "exp")
-    search.check_some_trial_worked(exp, report.collect(exp), "val_psnr")
+    experiment.check_some_trial_worked(exp, report.collect(exp), "val_psnr")
     [line] = _own_lines(capsys.readouterr().err)
     assert line == f"warning: 1 of 4 trials errored; first error in {exp / 'trial_d4/error.txt'}: boom"
+
+
+def test_a_read_only_storage_is_refused_before_ray_starts(tmpfs, builtin_root):
+    storage = tmpfs("ro", "1m", read_only=True) / "rr"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--data", str(builtin_root),
+                           "--storage", str(storage)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"error: --storage {storage}: cannot write there (Read-only file system)"
+
+
+def test_a_disk_filling_during_a_search_ends_it_in_one_line_and_resume_finishes_it(ray_cluster, builtin_root,
+                                                                                     tmpfs):
+    """The search stops while the disk still holds its last state (StorageGuard), says so in one line with the
+    table and the resume command; once space is freed, --resume finishes every trial."""
+    disk = tmpfs("disk", "96m")
+    proc, err = start_search(ray_cluster, builtin_root, disk, "f", samples=4)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - (6 << 20)))  # another program fills the disk
+    proc.wait(timeout=300)
+    out = err.read_text()
+    assert proc.returncode == 1, out
+    assert f"{disk / 'f'}: no space left for the search (" in out and "Traceback" not in out
+    assert f"free space, then continue it with: python run_search.py --resume --name f --storage {disk}" in out
+    assert "trials by val_psnr" in out  # the table of what finished
+    filler.unlink()
+    exp = search.run(None, resume=True, name="f", storage=disk, dashboard=False, verbose=0)
+    table = pd.read_csv(exp / "trials.csv")
+    assert len(table) == 4 and set(table.status) <= {"finished", "stopped early"}

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 import yaml
 
-from tune_cvae import UserError, report, say
+from tune_cvae import DISK_ERRORS, UserError, check_writable, report, say
 from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
 from tune_cvae.config import ConfigError, best_of, make_config
 from tune_cvae.data import load_dataset
@@ -184,6 +184,7 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
     epochs = epochs or space.retrain.get("epochs")
     out = Path(out) if out else exp / "best"
     check_out(out)
+    check_writable(out.parent, "--out")
     params, config = winner_config(exp, space, row, trial_dir, overrides)
     data_root = Path(data_dir or record.data_dir)
     if not data_root.is_dir():
@@ -243,14 +244,17 @@ def check_out(out):
 @contextlib.contextmanager
 def staged_output(out):
     """A fresh hidden folder beside `out` to write into: on success it replaces `out` (marked as run_best's),
-    on any failure or Ctrl-C it is removed and `out` stays as it was."""
+    on any failure, Ctrl-C or SIGTERM it is removed and `out` stays as it was; a full or read-only disk is one
+    line."""
     check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+            raise UserError(f"{out}: {e.strerror} while writing it; any earlier output is unchanged") from None
         raise
     (tmp / OUT_MARK).write_text("written by run_best.py, which replaces this folder when run again\n")
     shutil.rmtree(out, ignore_errors=True)

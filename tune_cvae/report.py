@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_cvae import UserError, cli
+from tune_cvae import cli
 from tune_cvae.config import best_of
 from tune_cvae.space import read_search
 

@@ -8,6 +8,8 @@ import logging
 import math
 import os
 import pickle
+import shutil
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -22,11 +24,12 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune import Callback
 
-from tune_cvae import UserError, report, say
-from tune_cvae.space import SEARCH_FILE, DefineByRun, Search, load_space, read_search, write_search
+from tune_cvae import DISK_ERRORS, UserError, check_writable, report, say, write_whole
 from tune_cvae.config import best_of, make_config
 from tune_cvae.data import load_dataset
-from tune_cvae.synthetic import resolve_data_dir
+from tune_cvae.experiment import (Interrupted, check_name, check_some_trial_worked, cut_trials, new_experiment,
+                                  resume_command, warn_cpu_duration, written_table)
+from tune_cvae.space import SEARCH_FILE, DefineByRun, read_search, write_search
 from tune_cvae.train import check_dataset
 from tune_cvae.trainable import named_trial
 
@@ -70,37 +73,6 @@ def plan_resources(gpus, gpus_per_trial, cpus_per_trial, num_samples):
     return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, max(1, min(slots, num_samples))
 
 
-def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, seed):
-    """(experiment folder, Search) of a new search; nothing is written yet."""
-    if name is not None:
-        check_name(name)
-    space = load_space(space_name)
-    if samples is not None:
-        if samples < len(space.points_to_evaluate):
-            raise UserError(f"--samples {samples}: {space.path} evaluates {len(space.points_to_evaluate)} start "
-                            f"points first; pass at least that many")
-        space.num_samples = samples
-    if max_epochs is not None:
-        space.max_epochs = max_epochs
-        space.grace_period = min(space.grace_period, max_epochs)
-    name = name or f"{Path(space.path).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"  # 40 characters <= 160 bytes
-    exp_dir = storage / name
-    if exp_dir.exists():
-        raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
-    return exp_dir, Search(space, str(resolve_data_dir(data_dir)), seed, {})
-
-
-NAME_BYTES = 200  # an experiment's folder name: one path component, which file systems cap at 255 bytes
-
-
-def check_name(name):
-    """An experiment name is one folder name inside --storage, never a path that leads out of it."""
-    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UserError(f"--name {name!r}: must be one folder name inside --storage (no '/', not '.' or '..')")
-    if len(name.encode()) > NAME_BYTES:
-        raise UserError(f"--name {name[:20]!r}...: {len(name.encode())} bytes; at most {NAME_BYTES} (a folder name)")
-
-
 def reopen_experiment(name, storage):
     """(experiment folder, Search) of an interrupted search, to resume it."""
     if not name:
@@ -122,47 +94,18 @@ def check_local_gpus(gpus, address):
                         f"use --gpus {local_gpus} (0 trains on CPUs)")
 
 
-def warn_cpu_duration(space, resources, dataset, concurrent):
-    """One warning line when a template-size model is about to train on CPUs, with a rough duration from one
-    batch timed here: a search meant for GPUs should not start for days on a laptop without a word."""
-    config = make_config(space.trial_config({}))
-    if resources["gpu"] > 0 or config["F_dim"] < 128 or config["D_out_dim"] < 192:
-        return
-    threads = max(1, int(resources["cpu"]))
-    frames_per_s = cpu_frames_per_s(config, dataset, threads)
-    train_frames = dataset.train_img.shape[0]
-    epoch_s = train_frames * config["partial"] / frames_per_s
-    total_h = space.num_samples * space.max_epochs * epoch_s / concurrent / 3600
-    say(f"warning: {Path(space.path).name} trains the template-size model on CPUs: about {epoch_s / 60:.0f} min per "
-        f"trial-epoch here ({train_frames} frames at {frames_per_s:.1f} frames/s, timed now with {threads} "
-        f"thread(s)), up to {total_h:.0f} hours for {space.num_samples} trials x {space.max_epochs} epochs, "
-        f"{concurrent} at a time; use --gpus N, or --space demo.yaml for a CPU-sized search")
-
-
-def cpu_frames_per_s(config, dataset, threads):
-    """Training frames per second of `config` on this machine's CPU with `threads` torch threads: one teacher-forced
-    batch timed after a warm-up batch."""
-    from tune_cvae.train import Run, epoch_batches, train_steps
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        run = Run({**config, "partial": 1.0, "fast_train": False}, dataset)
-        batches = epoch_batches(run, 0)[:2]
-        train_steps(run, batches[:1], 0.0, True)
-        t0 = time.perf_counter()
-        train_steps(run, batches[1:], 0.0, True)
-        return batches[1].numel() * config["train_vi_len"] / (time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(before)
-
-
 def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
     """A Tuner restored from `exp_dir`, or a new one (TPE + ASHA) whose search.yaml is written now. Ray's own
     console output is off (a config and a result box per trial); StatusTable prints one table instead. Ray's
     TensorBoard logger is left out, so TensorBoard shows one run per trial (the trainable's)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if resume:
-        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        try:
+            return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                      resume_errored=True)
+        except (ValueError, EOFError, pickle.UnpicklingError) as e:  # a state file cut short or damaged
+            raise UserError(f"{exp_dir}: Ray's saved state there cannot be read ({type(e).__name__}: "
+                            f"{str(e)[:120]}); this search cannot be resumed") from None
     space = record.space
     exp_dir.mkdir(parents=True)
     write_search(exp_dir, record)
@@ -171,7 +114,8 @@ def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
         num_samples=space.num_samples, max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()] + ([StatusTable(space)] if verbose else []),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), StorageGuard(exp_dir, concurrent)]
+            + ([StatusTable(space)] if verbose else []),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                     checkpoint_score_order=space.mode),
             failure_config=tune.FailureConfig(max_failures=1)))
@@ -182,6 +126,7 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
         dashboard=True, verbose=1):
     """The whole search; returns the experiment folder. UserError for anything the user can fix."""
     storage = Path(storage).expanduser().resolve()
+    check_writable(storage, "--storage")
     if resume:
         exp_dir, record = reopen_experiment(name, storage)
     else:
@@ -202,30 +147,84 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     tuner = build_tuner(exp_dir, record, trainable, concurrent, resume, verbose)
     say(f"search: {space.num_samples} trials of up to {space.max_epochs} epochs, {concurrent} at a time, "
         f"{record.resources['cpu']:g} CPU + {record.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
+    grid, watch = fit(tuner, exp_dir)
+    return finish(exp_dir, grid, watch, space, resume_command(exp_dir, storage))
+
+
+def fit(tuner, exp_dir):
+    """tuner.fit() with Ctrl-C, SIGUSR1 and SIGTERM as endings: Ray saves the experiment state one last time and
+    returns. Returns (the ResultGrid, the _RayStopWatch that saw how it ended)."""
     watch = _RayStopWatch()
-    logging.getLogger("ray.tune.tune").addFilter(watch)
+    logger = logging.getLogger("ray.tune.tune")
+    logger.addFilter(watch)
+    previous = signal.signal(signal.SIGTERM, watch.on_sigterm)  # Ray's own handler exits mid-save
     (exp_dir / report.INTERRUPTED_FILE).unlink(missing_ok=True)  # a resumed search starts uninterrupted
     try:
         with warnings.catch_warnings():  # ASHA's cutoff over rungs whose results are all NaN (diverged trials)
             warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-            grid = tuner.fit()  # Ray turns Ctrl-C into a last save of the experiment state and returns
+            grid = tuner.fit()
+    except OSError as e:  # the disk filled (or went read-only) faster than StorageGuard could see it coming
+        if e.errno not in DISK_ERRORS:
+            raise
+        print(report.console(written_table(exp_dir), read_search(exp_dir).space.metric))
+        raise Interrupted(f"{exp_dir}: {e.strerror} (the search stopped there); free space, then continue it with: "
+                          f"{resume_command(exp_dir, exp_dir.parent)}", 1) from None
     finally:
-        logging.getLogger("ray.tune.tune").removeFilter(watch)
+        logger.removeFilter(watch)
+        signal.signal(signal.SIGTERM, previous)
+    return grid, watch
+
+
+def finish(exp_dir, grid, watch, space, command):
+    """The search's ending: the trial table (written, and printed), then the next command; an interrupted search
+    raises Interrupted with the command that continues it."""
     interrupted = watch.stopped or grid.num_terminated + grid.num_errors < space.num_samples
     if interrupted:
-        (exp_dir / report.INTERRUPTED_FILE).write_text(json.dumps(_cut_trials(exp_dir)) + "\n")
-    table = report.write(exp_dir)
+        write_whole(exp_dir / report.INTERRUPTED_FILE, json.dumps(cut_trials(exp_dir)) + "\n")
+    table = written_table(exp_dir)
     print(report.console(table, space.metric))
+    done = int((table["status"] != report.INTERRUPTED).sum()) if not table.empty else 0
+    short = StorageGuard.short_of_space.pop(str(exp_dir), None)
+    if short:
+        raise Interrupted(f"{exp_dir}: no space left for the search ({short[0] / 2**20:.0f} MB free, it keeps "
+                          f"{short[1] / 2**20:.0f} MB for its checkpoints and state); {done} of {space.num_samples} "
+                          f"trials done; free space, then continue it with: {command}", 1)
     if interrupted:
-        command = f"python run_search.py --resume --name {exp_dir.name}"
-        if storage != Path("ray_results").resolve():
-            command += f" --storage {storage}"
-        raise Interrupted(f"search interrupted with {grid.num_terminated + grid.num_errors} of {space.num_samples} "
-                          f"trials done; continue it with: {command}")
+        raise Interrupted(f"search interrupted with {done} of {space.num_samples} trials done; continue it with: "
+                          f"{command}", 128 + (signal.SIGTERM if watch.terminated else signal.SIGINT))
     check_some_trial_worked(exp_dir, table, space.metric)
     say(f"wrote {exp_dir / 'trials.csv'}, trials.md, trials.html and the report {exp_dir / 'report' / 'index.html'}")
     say(f"next: python run_best.py --experiment {exp_dir}")
     return exp_dir
+
+
+SPACE_FLOOR = 16 << 20  # bytes a search leaves free on its storage at the least (Ray's last save, the tables)
+
+
+class StorageGuard(Callback):
+    """Ends the search as Ctrl-C does while the experiment folder's disk still has room for Ray's last save of the
+    experiment state: a disk that fills mid-write leaves state files cut short (Ray copies them into place), which
+    --resume cannot read. Room kept: SPACE_FLOOR, or 3 of the largest checkpoint so far per concurrent trial.
+    Ray pickles its callbacks with the experiment, so what it found is kept per folder in `short_of_space`."""
+    short_of_space = {}  # experiment folder -> (bytes free, bytes wanted) when the guard ended its search
+
+    def __init__(self, exp_dir, concurrent):
+        self.exp_dir, self.concurrent, self.largest = str(exp_dir), concurrent, 0
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        self.largest = max(self.largest, sum(f.stat().st_size for f in Path(checkpoint.path).rglob("*")
+                                             if f.is_file()))
+        self.check()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.check()
+
+    def check(self):
+        free, wanted = shutil.disk_usage(self.exp_dir).free, max(SPACE_FLOOR, 3 * self.concurrent * self.largest)
+        stop = signal.getsignal(signal.SIGUSR1)  # Ray Tune's stop handler while fit runs
+        if free < wanted and self.exp_dir not in self.short_of_space and callable(stop):
+            self.short_of_space[self.exp_dir] = (free, wanted)
+            stop(signal.SIGUSR1, None)
 
 
 class StatusTable(Callback):
@@ -277,55 +276,28 @@ class StatusTable(Callback):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""), flush=True)
 
 
-def _cut_trials(exp_dir):
-    """Ray trial ids the study never heard the end of (ASHA's stops were told as PRUNED, finished trials as
-    COMPLETE): the trials an interruption cut off, whatever status Ray saved for them."""
-    study = optuna.load_study(study_name=exp_dir.name, storage=report.study_storage(exp_dir))
-    return [t.user_attrs["ray_trial_id"] for t in study.trials
-            if t.state == TrialState.RUNNING and "ray_trial_id" in t.user_attrs]
-
-
-class Interrupted(Exception):
-    """Ctrl-C (or SIGUSR1) ended the search; the message says how to continue it. run_search.py exits 130."""
-
-
 class _RayStopWatch(logging.Filter):
     """On Ray Tune's logger during fit: notes Ray's "Stop signal received" (Ctrl-C or SIGUSR1, which Ray turns into
     a normal return, some trials possibly marked terminated) and drops Ray's resume hint, which names
-    Tuner.restore(...): a CLI user cannot type that, so the CLI prints its own."""
+    Tuner.restore(...): a CLI user cannot type that, so the CLI prints its own. Its on_sigterm makes SIGTERM
+    (a batch scheduler's time limit, `timeout`, Kubernetes) the same ending."""
 
     def __init__(self):
         super().__init__()
-        self.stopped = False
+        self.stopped = self.terminated = False
+
+    def on_sigterm(self, signum, frame):
+        """Hand SIGTERM to Ray Tune's own stop handler (installed for SIGUSR1 while fit runs)."""
+        self.terminated = True
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if not callable(tune_handler):
+            raise KeyboardInterrupt  # fit has not installed it yet
+        tune_handler(signum, frame)
 
     def filter(self, record):
         message = record.getMessage()
         self.stopped = self.stopped or "Stop signal received" in message
         return "Tuner.restore" not in message and "Trials did not complete" not in message
-
-
-def check_some_trial_worked(exp_dir, table, metric):
-    """A search none of whose trials produced a finite metric failed, whatever Ray says: one line naming why. One
-    where only some errored worked, but says so: an errored trial is a bug (the space was checked), not noise."""
-    errored = int((table["status"] == "errored").sum()) if not table.empty else 0
-    why = first_error(exp_dir)
-    if not table.empty and table["status"].isin(report.USABLE).any():
-        if errored:
-            say(f"warning: {errored} of {len(table)} trials errored; {why}")
-        return
-    counts = table["status"].value_counts().to_dict() if not table.empty else {}
-    raise UserError(f"{exp_dir}: no trial finished an epoch with a finite {metric} "
-                    f"({', '.join(f'{n} {s}' for s, n in counts.items()) or 'no trials ran'})"
-                    + (f"; {why}" if why else ""))
-
-
-def first_error(exp_dir):
-    """'first error in FILE: its last line' of the trial that errored first, or '' where none did."""
-    errors = sorted(Path(exp_dir).glob("trial_*/error.txt"), key=lambda p: p.stat().st_mtime)
-    if not errors:
-        return ""
-    lines = errors[0].read_text(errors="replace").strip().splitlines() or ["(empty)"]
-    return f"first error in {errors[0]}: {lines[-1][:200]}"
 
 
 def _trial_dirname(trial):
@@ -373,8 +345,7 @@ class AskTellSearcher(Searcher):
             self.study.tell(trial, state=TrialState.FAIL)
 
     def save(self, checkpoint_path):
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        write_whole(checkpoint_path, pickle.dumps(self.__dict__))  # a full disk leaves the last whole state
 
     def restore(self, checkpoint_path):
         with open(checkpoint_path, "rb") as f:
