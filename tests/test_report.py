@@ -1,4 +1,5 @@
 """Trial tables from an experiment folder's files (no Ray needed)."""
+import json
 
 import pandas as pd
 import pytest
@@ -108,3 +109,11 @@ def test_epoch_axes_tick_whole_epochs_and_counts_read_as_sentences(tmp_path, mon
             ticks = [t for t in ax.get_xticks() if low <= t <= high]
             assert ticks and all(float(t).is_integer() for t in ticks), ticks
     assert reading[0].startswith("1 trial finished, 1 trial was stopped early at the rungs")
+
+
+def test_a_resumed_trials_epochs_count_once_the_later_report_winning(tmp_path):
+    """Ray appends again the epochs a resumed trial trains after its last saved checkpoint."""
+    lines = [{"epoch": 1, "val_psnr": 10.0}, {"epoch": 2, "val_psnr": 11.0}, {"epoch": 2, "val_psnr": 11.5},
+             {"epoch": 3, "val_psnr": 12.0}]
+    (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert [(r["epoch"], r["val_psnr"]) for r in report.trial_results(tmp_path)] == [(1, 10.0), (2, 11.5), (3, 12.0)]

@@ -19,14 +19,16 @@ from tune_cvae.space import read_search
 
 
 def trial_results(trial_dir):
-    """The results a trial reported, one dict per epoch (its result.json)."""
-    rows = []
+    """The results a trial reported (its result.json), one dict per epoch in epoch order. A resumed trial trains
+    again the epochs after its last saved checkpoint, and Ray appends them again: the later report counts."""
+    by_epoch = {}
     path = Path(trial_dir) / "result.json"
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
-                rows.append(json.loads(line))
-    return rows
+                result = json.loads(line)
+                by_epoch[result.get("epoch", len(by_epoch) + 1)] = result
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 FINISHED, STOPPED, DIVERGED, ERRORED, INTERRUPTED = "finished", "stopped early", "diverged (NaN)", "errored", \
