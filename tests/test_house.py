@@ -38,6 +38,16 @@ def test_help_answers_before_torch_or_pandas_load(command):
     assert out.stdout.strip().endswith("LOADED False")
 
 
+@pytest.mark.parametrize("script", ["run_search.py", "run_best.py"])
+def test_the_scripts_help_answers_before_torch_pandas_or_ray_load(script):
+    code = (f"import runpy, sys\nsys.argv = ['{script}', '--help']\ntry:\n    runpy.run_path('{script}', "
+            f"run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"print('LOADED', [m for m in ('torch', 'pandas', 'ray') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and f"usage: {script}" in out.stdout, out.stderr
+    assert out.stdout.strip().endswith("LOADED []")
+
+
 @pytest.mark.parametrize("old", [["tune_cvae.train"], ["tune_cvae.predict", "score"], ["tune_cvae.report"],
                                  ["tune_cvae.synthetic"], ["tune_cvae.bench", "speed"]])
 def test_the_older_module_forms_still_answer(old):
