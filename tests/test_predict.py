@@ -132,7 +132,7 @@ def test_sigterm_to_run_best_keeps_the_earlier_output_and_removes_its_staging(sm
 @pytest.mark.slow
 def test_a_full_disk_under_run_best_is_one_line_and_leaves_nothing(smoke, tmpfs):
     disk = tmpfs("small", "2m")  # takes the write test, not the 60 MB submission.csv
-    proc = run_best("--experiment", smoke, "--out", disk / "best")
+    proc = run_best("--experiment", smoke, "--out", disk / "best", "--epochs", 1)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (f"error: {disk / 'best'}: No space left on device while "
                                                     "writing it; any earlier output is unchanged")
