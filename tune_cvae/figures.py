@@ -33,9 +33,10 @@ def _whole_epochs(ax):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _trials(n, verb):
-    """'1 trial was' / '3 trials were' + verb: counts in the readings read as sentences."""
-    return f"{n} trial{'' if n == 1 else 's'} {'was' if n == 1 else 'were'} {verb}"
+def _trials(n, verb, passive=False):
+    """'1 trial finished' / '3 trials were stopped early': counts in the readings read as sentences."""
+    auxiliary = (" was" if n == 1 else " were") if passive else ""
+    return f"{n} trial{'' if n == 1 else 's'}{auxiliary} {verb}"
 
 
 def tfr(results, trial_id, path):
@@ -207,7 +208,7 @@ def asha(curves, metric, rungs, max_epochs, path):
     stopped = [c for c in curves if c[1] == "stopped early"]
     used = sum(len(c[2]) for c in curves)
     finished = sum(c[1] == "finished" for c in curves)
-    return (f"{finished} trial{'' if finished == 1 else 's'} finished, {_trials(len(stopped), 'stopped early')} "
+    return (f"{_trials(finished, 'finished')}, {_trials(len(stopped), 'stopped early', passive=True)} "
             f"at the rungs (epochs {', '.join(str(r) for r in rungs) or 'none'}).",
             f"All trials trained {used} epochs in total, against the {len(curves) * max_epochs} that "
             f"{len(curves)} full trials of {max_epochs} epochs would take.")

@@ -10,9 +10,9 @@ from ray import tune
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
 from tune_cvae.data import Lab4Data
 from tune_cvae.space import label
-from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
 from tune_cvae.train import STRIP_FRAMES, train
 
 TB_SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s")
