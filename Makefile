@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast bench-quality bench-speed venv constraints
+.PHONY: demo test test-fast bench-quality bench-speed bench-search venv constraints
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -36,6 +36,12 @@ test-fast: $(VENV)/.installed
 # budget and against repeating the first frame (about 30 minutes on 2 CPU cores; see docs/QUALITY.md)
 bench-quality: $(VENV)/.installed
 	$(PY) -m tune_cvae bench quality
+
+# search strategies raced at equal budget (trial-epochs), 3 seeds each, on a dataset of another seed: TPE and
+# random search, with and without ASHA, and the default configuration (about 40 minutes on 2 CPU cores; add
+# ARGS="--data DIR" for your own LAB4-layout folder; see docs/QUALITY.md)
+bench-search: $(VENV)/.installed
+	$(PY) -m tune_cvae bench search $(ARGS)
 
 # training and rollout speed of the project's path against the template's loop re-created, same data and model
 # (add ARGS="--device cuda" on a GPU machine: it also measures 1, 2, 4 and 8 trials sharing the GPU)

@@ -1,5 +1,5 @@
 """Search KL-annealing and teacher-forcing settings (and whatever else a space names) with Ray Tune,
-Optuna's TPE and ASHA.
+Optuna's TPE (or random search) and ASHA (or no early stopping).
 
     python run_search.py --space kl_tfr.yaml --gpus 4
 """
@@ -9,7 +9,7 @@ import sys
 from tune_cvae import HelpFormatter, UserError, fail
 
 
-def main(argv=None):
+def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--space", default="kl_tfr.yaml",
@@ -26,16 +26,32 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=None, help="number of trials (default: the space's num_samples)")
     p.add_argument("--max-epochs", type=int, default=None,
                    help="epochs of a full trial, ASHA's max_t (default: the space's max_epochs)")
+    p.add_argument("--searcher", choices=["tpe", "random"], default=None,
+                   help="how trials are proposed: Optuna's TPE or random sampling (default: the space's searcher, "
+                        "else tpe)")
+    p.add_argument("--scheduler", choices=["asha", "none"], default=None,
+                   help="asha stops poor trials early; none trains every trial to max_epochs (default: the space's "
+                        "scheduler, else asha)")
+    p.add_argument("--budget", type=int, default=None, metavar="EPOCHS",
+                   help="end the search once its trials have trained this many epochs in all (trial-epochs), "
+                        "--samples then only caps the number of trials (default: the space's budget, else none)")
+    p.add_argument("--warm-start", default=None, metavar="EXPERIMENT",
+                   help="begin the study with the finished and stopped trials of an earlier experiment folder whose "
+                        "values lie in this space, so TPE starts where that search ended")
     p.add_argument("--name", default=None, help="experiment name (default: SPACE-DATE-TIME)")
     p.add_argument("--storage", default="ray_results", help="folder that holds experiment folders")
     p.add_argument("--address", default=None,
                    help="join an existing Ray cluster (e.g. auto or HOST:6379); RAY_ADDRESS is honoured too")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
-    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (TPE or random)")
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
                    help="serve Ray's dashboard of a local session on http://127.0.0.1:8265")
-    args = p.parse_args(argv)
-    for flag in ("samples", "max_epochs"):
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    for flag in ("samples", "max_epochs", "budget"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             fail(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
     if args.gpus < 0:

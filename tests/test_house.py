@@ -28,7 +28,7 @@ def test_library_modules_do_not_import_ray():
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["report"], ["score"], ["synthetic"], ["bench"],
-                                     ["bench", "speed"], ["bench", "quality"]])
+                                     ["bench", "speed"], ["bench", "quality"], ["bench", "search"]])
 def test_help_answers_before_torch_or_pandas_load(command):
     code = (f"import runpy, sys\nsys.argv = ['tune_cvae', *{command!r}, '--help']\ntry:\n    "
             f"runpy.run_module('tune_cvae', run_name='__main__')\nexcept SystemExit:\n    pass\n"

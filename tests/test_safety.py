@@ -153,7 +153,7 @@ def test_an_over_long_experiment_name_is_refused_and_a_long_space_name_shortened
     assert not (tmp_path / "rr").exists()
     space = tmp_path / ("s" * 245 + ".yaml")  # the longest file name a file system allows
     space.write_text((ROOT / "search_spaces/smoke.yaml").read_text())
-    exp_dir, _ = experiment.new_experiment(str(space), "/nowhere", None, None, None, tmp_path / "rr", 0)
+    exp_dir, _ = experiment.new_experiment(str(space), "/nowhere", None, tmp_path / "rr", 0)
     assert exp_dir.name.startswith("s" * 40 + "-") and len(exp_dir.name) == 40 + 16
 WRITE_AND_DIE = """
 import os, sys, torch

@@ -2,6 +2,7 @@
 
     python -m tune_cvae bench speed [--device cpu|cuda] [--model template|small]
     python -m tune_cvae bench quality [--seed 7] [--out DIR]
+    python -m tune_cvae bench search [--data DIR] [--seeds 3] [--budget 32] [--quick]   (race.py)
 
 speed: on the same data, model size, batch, device and threads, training frames per second of the project's
 training path (train.Run: frames decoded once, a clip's frames batched, no per-step host sync) and of a faithful
@@ -91,7 +92,7 @@ def quality(seed=7, out="bench_quality", train_frames=None):
     return table
 
 def main(args):
-    """`python -m tune_cvae bench speed|quality` (flags: cli.bench_flags)."""
+    """`python -m tune_cvae bench speed|quality|search` (flags: cli.bench_flags)."""
     if args.bench == "speed":
         from tune_cvae.speed import speed
         table, facts = speed(args.device, args.model, args.data, args.reps, args.min_seconds, args.steps,
@@ -99,6 +100,9 @@ def main(args):
         print(", ".join(f"{k} {v}" for k, v in facts.items()))
         if args.json:
             Path(args.json).write_text(json.dumps({"facts": facts, "table": table.to_dict("records")}, indent=2))
+    elif args.bench == "search":
+        from tune_cvae.race import race
+        table = race(args)
     else:
         table = quality(args.seed, args.out, args.train_frames)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))

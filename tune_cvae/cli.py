@@ -68,6 +68,39 @@ def bench_flags(p):
     q.add_argument("--train-frames", type=int, default=None, help="training frames of that dataset (default: "
                                                                   "the built-in size)")
     q.add_argument("--out", default="bench_quality", help="folder for the dataset, the search and the scores")
+    search_race_flags(sub.add_parser("search", formatter_class=HelpFormatter,
+                                     help="search strategies raced at equal budget (trial-epochs) over seeds"))
+
+
+# searcher[+asha][+start] (race.py reads a name so), and the default configuration alone, trained for the budget
+STRATEGY_NAMES = ("tpe+asha", "random+asha", "tpe", "random", "tpe+asha+start", "random+start", "default config")
+
+
+def _strategies(text):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STRATEGY_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{','.join(unknown) or text!r}: strategies are {', '.join(STRATEGY_NAMES)}")
+    return names
+
+
+def search_race_flags(r):
+    r.add_argument("--data", default=None, help="LAB4-layout folder (default: the built-in dataset generated with "
+                                                "seed 7, data the spaces were not tuned on)")
+    r.add_argument("--out", default="bench_search", help="folder for the dataset, the searches and the tables")
+    r.add_argument("--space", default="demo.yaml", help="the space whose values the strategies search")
+    r.add_argument("--model", choices=["small", "space"], default="small",
+                   help="small: F_dim 16, L_dim 4, N_dim 4, D_out_dim 16 on 10%% of the training list per epoch "
+                        "(sized for 2 CPU cores); space: the space's own fixed values")
+    r.add_argument("--budget", type=int, default=32, help="trial-epochs each search may spend")
+    r.add_argument("--max-epochs", type=int, default=None, help="epochs of a full trial (default: the space's)")
+    r.add_argument("--seeds", type=int, default=3, help="independent searches per strategy (seeds 0..K-1)")
+    r.add_argument("--strategies", type=_strategies, default=list(STRATEGY_NAMES), metavar="A,B,...",
+                   help=f"which to race (default: all): {', '.join(STRATEGY_NAMES)}")
+    r.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray session (default: all); each "
+                                                          "trial holds one")
+    r.add_argument("--quick", action="store_true", help="tiny settings for a test: 400 training frames, trials of "
+                                                        "2 epochs, a budget of 4, one seed")
 
 
 # command: (what it does, its flags, the module whose main(args) runs it, the flags that must be >= 1)
@@ -80,8 +113,9 @@ COMMANDS = {
               "public = videos 0-2, private = 3-4", score_flags, "tune_cvae.predict", ()),
     "synthetic": ("write the built-in dataset (a procedurally animated dancing figure) in the LAB4 layout",
                   synthetic_flags, "tune_cvae.synthetic", ("--train-frames",)),
-    "bench": ("measured benchmarks: speed against the template's loop, quality on unseen data", bench_flags,
-              "tune_cvae.bench", ("--threads", "--reps", "--steps")),
+    "bench": ("measured benchmarks: speed against the template's loop, quality on unseen data, search strategies "
+              "at equal budget", bench_flags, "tune_cvae.bench",
+              ("--threads", "--reps", "--steps", "--budget", "--max-epochs", "--seeds", "--cpus")),
 }
 
 

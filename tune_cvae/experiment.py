@@ -11,15 +11,18 @@ from optuna.trial import TrialState
 
 from tune_cvae import DISK_ERRORS, UserError, report, say
 from tune_cvae.config import make_config
-from tune_cvae.space import Search, load_space
+from tune_cvae.space import Search, load_space, read_search
 from tune_cvae.synthetic import resolve_data_dir
 
 
-def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, seed):
-    """(experiment folder, Search) of a new search; nothing is written yet."""
+def new_experiment(space_name, data_dir, name, storage, seed, overrides=None, warm_start=None):
+    """(experiment folder, Search) of a new search; nothing is written yet. `overrides`: the run_search flags
+    that replace a space's values (samples, max_epochs, searcher, scheduler, budget; None keeps the space's)."""
     if name is not None:
         check_name(name)
     space = load_space(space_name)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    samples, max_epochs = overrides.pop("samples", None), overrides.pop("max_epochs", None)
     if samples is not None:
         if samples < len(space.points_to_evaluate):
             raise UserError(f"--samples {samples}: {space.path} evaluates {len(space.points_to_evaluate)} start "
@@ -28,11 +31,30 @@ def new_experiment(space_name, data_dir, samples, max_epochs, name, storage, see
     if max_epochs is not None:
         space.max_epochs = max_epochs
         space.grace_period = min(space.grace_period, max_epochs)
+    for key, value in overrides.items():  # searcher, scheduler, budget: their choices are checked by argparse
+        setattr(space, key, value)
     name = name or f"{Path(space.path).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"  # 40 characters <= 160 bytes
     exp_dir = storage / name
     if exp_dir.exists():
         raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
-    return exp_dir, Search(space, str(resolve_data_dir(data_dir)), seed, {})
+    if warm_start is not None:
+        warm_start = str(check_warm_start(warm_start, exp_dir, space))
+    return exp_dir, Search(space, str(resolve_data_dir(data_dir)), seed, {}, warm_start)
+
+
+def check_warm_start(earlier, exp_dir, space):
+    """--warm-start EXPERIMENT: an experiment folder with an Optuna study whose objective is this search's."""
+    earlier = Path(earlier).expanduser().resolve()
+    journal = earlier / report.JOURNAL
+    if not journal.is_file():
+        raise UserError(f"--warm-start {earlier}: not an experiment folder of run_search.py (no {report.JOURNAL})")
+    if earlier == exp_dir.resolve():
+        raise UserError(f"--warm-start {earlier}: that is the new experiment itself")
+    old = read_search(earlier).space
+    if (old.metric, old.mode) != (space.metric, space.mode):
+        raise UserError(f"--warm-start {earlier}: its search ranked by {old.metric} ({old.mode}), this one by "
+                        f"{space.metric} ({space.mode})")
+    return earlier
 
 
 NAME_BYTES = 200  # an experiment's folder name: one path component, which file systems cap at 255 bytes

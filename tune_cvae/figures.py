@@ -201,14 +201,14 @@ def asha(curves, metric, rungs, max_epochs, path):
     for i, rung in enumerate(rungs):
         ax.axvline(rung, color="tab:orange", lw=0.8, label="ASHA rung" if i == 0 else None)
     ax.set(xlabel="epoch", ylabel=metric + (" (dB)" if "psnr" in metric else ""), xlim=(0.5, max_epochs + 0.5),
-           title=f"{metric} per epoch of every trial (ASHA stops the worse ones at its rungs)")
+           title=f"{metric} per epoch of every trial" + (" (ASHA stops the worse ones at its rungs)" if rungs else ""))
     _whole_epochs(ax)
     ax.legend(fontsize=8)
     _save(fig, path)
     stopped = [c for c in curves if c[1] == "stopped early"]
     used = sum(len(c[2]) for c in curves)
     finished = sum(c[1] == "finished" for c in curves)
-    return (f"{_trials(finished, 'finished')}, {_trials(len(stopped), 'stopped early', passive=True)} "
-            f"at the rungs (epochs {', '.join(str(r) for r in rungs) or 'none'}).",
+    where = f"at the rungs (epochs {', '.join(map(str, rungs))})" if rungs else "(by the budget: no early stopping)"
+    return (f"{_trials(finished, 'finished')}, {_trials(len(stopped), 'stopped early', passive=True)} {where}.",
             f"All trials trained {used} epochs in total, against the {len(curves) * max_epochs} that "
             f"{len(curves)} full trials of {max_epochs} epochs would take.")

@@ -195,10 +195,10 @@ def _figures(exp_dir, table, out):
             curves.append((row.trial_id, row.status, [e for e, _ in points], [v for _, v in points]))
     rungs = []
     rung = space.grace_period
-    while rung < space.max_epochs:
+    while rung < space.max_epochs and space.scheduler == "asha":
         rungs.append(rung)
         rung *= space.reduction_factor
-    sections.append(("Early stopping (ASHA)", "asha.png",
+    sections.append(("Early stopping (ASHA)" if rungs else "Learning curves", "asha.png",
                      figures.asha(curves, metric, rungs, space.max_epochs, out / "asha.png")))
     return sections
 
@@ -248,17 +248,27 @@ document.querySelectorAll("table.sortable th").forEach((th, i) => th.addEventLis
 </script>"""
 
 
+def strategy(space):
+    """The search's strategy in one sentence (the report's first line)."""
+    proposer = {"tpe": "Optuna's TPE", "random": "random sampling"}[space.searcher]
+    stopper = "ASHA stopping poor trials early" if space.scheduler == "asha" else "no early stopping"
+    budget = f", until they had trained {space.budget} epochs in all" if space.budget else ""
+    return f"Trials proposed by {proposer}, {stopper}{budget}."
+
+
 def lab_report(exp_dir, table):
     """EXPERIMENT/report/: every figure the files allow, and index.html + index.md (the trial table with links to
     the trial folders, the per-KL-type summary, each figure with its two-line reading)."""
     exp_dir = Path(exp_dir)
     out = exp_dir / "report"
     out.mkdir(exist_ok=True)
-    metric = read_search(exp_dir).space.metric
+    space = read_search(exp_dir).space
+    metric = space.metric
     sections = _figures(exp_dir, table, out) if not table.empty else []
     by_type = summary(table, metric) if not table.empty else pd.DataFrame()
     shown = table.drop(columns=["trial_dir"], errors="ignore")
-    md = [f"# Search {exp_dir.name}", "", f"Ranked by the best {metric} over each trial's epochs.", "",
+    md = [f"# Search {exp_dir.name}", "", strategy(space), "", f"Ranked by the best {metric} over each trial's epochs.",
+          "",
           _markdown(shown), "", f"## By KL-annealing type ({metric})", "", _markdown(by_type), ""]
     linked = shown.copy()
     if not table.empty:
@@ -266,7 +276,7 @@ def lab_report(exp_dir, table):
     html = [f"<html><head><meta charset='utf-8'><title>Search {exp_dir.name}</title><style>"
             "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{cursor:pointer;background:#eee}"
-            "img{max-width:100%}</style></head><body>", f"<h1>Search {exp_dir.name}</h1>",
+            "img{max-width:100%}</style></head><body>", f"<h1>Search {exp_dir.name}</h1>", f"<p>{strategy(space)}</p>",
             f"<p>Ranked by the best {metric} over each trial's epochs; click a column to sort.</p>",
             linked.to_html(index=False, float_format=_fmt, na_rep="", escape=False, classes="sortable"),
             f"<h2>By KL-annealing type ({metric})</h2>", by_type.to_html(index=False, float_format=_fmt, na_rep="")]

@@ -1,4 +1,5 @@
-"""Builds and runs the Tuner: Optuna's TPE (ask/tell) + ASHA over a YAML space, the dataset decoded once and shared.
+"""Builds and runs the Tuner: Optuna's TPE or random sampler (ask/tell), ASHA or no early stopping, over a YAML
+space, the dataset decoded once and shared; a trial-epoch budget ends the search where the space sets one.
 
 The experiment folder (STORAGE/NAME) holds Ray's trial folders (checkpoints, TensorBoard events), the Optuna
 study (optuna.journal, for optuna-dashboard), search.yaml (what run_best.py and report.py need) and the tables.
@@ -20,9 +21,9 @@ import torch
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune import Callback, Stopper
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
-from ray.tune import Callback
 
 from tune_cvae import DISK_ERRORS, UserError, check_writable, report, say, write_whole
 from tune_cvae.config import best_of, make_config
@@ -95,7 +96,8 @@ def check_local_gpus(gpus, address):
 
 
 def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
-    """A Tuner restored from `exp_dir`, or a new one (TPE + ASHA) whose search.yaml is written now. Ray's own
+    """A Tuner restored from `exp_dir`, or a new one (the space's searcher and scheduler) whose search.yaml is
+    written now. Ray's own
     console output is off (a config and a result box per trial); StatusTable prints one table instead. Ray's
     TensorBoard logger is left out, so TensorBoard shows one run per trial (the trainable's)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -109,28 +111,33 @@ def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
     space = record.space
     exp_dir.mkdir(parents=True)
     write_search(exp_dir, record)
+    LEDGERS.pop(str(exp_dir), None)  # an earlier search of this path in this process spent nothing of this one
     return tune.Tuner(trainable, tune_config=tune.TuneConfig(
-        search_alg=_searcher(space, exp_dir, record.seed), scheduler=_scheduler(space),
+        search_alg=_searcher(space, exp_dir, record.seed, record.warm_start), scheduler=_scheduler(space),
         num_samples=space.num_samples, max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
+            stop=BudgetStop(exp_dir, space.budget) if space.budget else None,
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), StorageGuard(exp_dir, concurrent)]
-            + ([StatusTable(space)] if verbose else []),
+            + ([StatusTable(space, exp_dir)] if verbose else []),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                     checkpoint_score_order=space.mode),
             failure_config=tune.FailureConfig(max_failures=1)))
 
 
 def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, samples=None,
-        max_epochs=None, name=None, storage="ray_results", address=None, resume=False, seed=0, num_cpus=None,
-        dashboard=True, verbose=1):
-    """The whole search; returns the experiment folder. UserError for anything the user can fix."""
+        max_epochs=None, searcher=None, scheduler=None, budget=None, warm_start=None, name=None,
+        storage="ray_results", address=None, resume=False, seed=0, num_cpus=None, dashboard=True, verbose=1):
+    """The whole search; returns the experiment folder. UserError for anything the user can fix. samples,
+    max_epochs, searcher, scheduler and budget replace the space's values (None keeps them)."""
     storage = Path(storage).expanduser().resolve()
     check_writable(storage, "--storage")
     if resume:
         exp_dir, record = reopen_experiment(name, storage)
     else:
-        exp_dir, record = new_experiment(space_name, data_dir, samples, max_epochs, name, storage, seed)
+        exp_dir, record = new_experiment(space_name, data_dir, name, storage, seed, {
+            "samples": samples, "max_epochs": max_epochs, "searcher": searcher, "scheduler": scheduler,
+            "budget": budget}, warm_start)
     space = record.space
     check_local_gpus(gpus, address)
     dataset = load_dataset(record.data_dir)  # every split checked and decoded once, before Ray or any trial
@@ -145,7 +152,8 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     say(f"TensorBoard: tensorboard --logdir {exp_dir}")
     say(f"Optuna study: optuna-dashboard {exp_dir / report.JOURNAL}")
     tuner = build_tuner(exp_dir, record, trainable, concurrent, resume, verbose)
-    say(f"search: {space.num_samples} trials of up to {space.max_epochs} epochs, {concurrent} at a time, "
+    say(f"search: {space.searcher} + {space.scheduler}, {space.num_samples} trials of up to {space.max_epochs} epochs"
+        + (f" or {space.budget} trial-epochs in all" if space.budget else "") + f", {concurrent} at a time, "
         f"{record.resources['cpu']:g} CPU + {record.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
     grid, watch = fit(tuner, exp_dir)
     return finish(exp_dir, grid, watch, space, resume_command(exp_dir, storage))
@@ -178,7 +186,8 @@ def fit(tuner, exp_dir):
 def finish(exp_dir, grid, watch, space, command):
     """The search's ending: the trial table (written, and printed), then the next command; an interrupted search
     raises Interrupted with the command that continues it."""
-    interrupted = watch.stopped or grid.num_terminated + grid.num_errors < space.num_samples
+    ended = grid.num_terminated + grid.num_errors >= space.num_samples or budget_spent(exp_dir, space.budget)
+    interrupted = watch.stopped or not ended
     if interrupted:
         write_whole(exp_dir / report.INTERRUPTED_FILE, json.dumps(cut_trials(exp_dir)) + "\n")
     table = written_table(exp_dir)
@@ -231,8 +240,8 @@ class StatusTable(Callback):
     """The console's view of a running search: one table of every trial (status, epochs, the objective's last
     and best value, the searched values), printed when a trial ends and at most every `every` seconds between."""
 
-    def __init__(self, space, every=60.0):
-        self.space, self.every, self.rows, self.printed = space, every, {}, 0.0
+    def __init__(self, space, exp_dir, every=60.0):
+        self.space, self.exp_dir, self.every, self.rows, self.printed = space, str(exp_dir), every, {}, 0.0
 
     def _row(self, trial):
         if trial.trial_id not in self.rows:
@@ -258,7 +267,8 @@ class StatusTable(Callback):
         row["status"] = report.trial_status(trial.last_result, trial.config.get("num_epoch", self.space.max_epochs),
                                             self.space.metric)
         if row["status"] == report.STOPPED:
-            row["status"] += f" (ASHA, epoch {row['epoch']})"
+            why = "budget" if budget_spent(self.exp_dir, self.space.budget) else "ASHA"
+            row["status"] += f" ({why}, epoch {row['epoch']})"
         self.show()
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -304,19 +314,52 @@ def _trial_dirname(trial):
     return f"trial_{trial.trial_id}"  # Ray's default packs every parameter into the folder name
 
 
-class AskTellSearcher(Searcher):
-    """TPE through Optuna's ask/tell, so that the study records what really happened: every epoch's metric is an
-    intermediate value (step = epoch), a trial ASHA stopped is PRUNED (TPE ranks it by its last step, below
-    finished trials), an errored or diverged trial is FAIL, and a finished trial's value is its best epoch's
-    metric, the quantity trials.csv and run_best.py rank by. Each Optuna trial carries its Ray trial id as the
-    user attribute `ray_trial_id`. (Ray's OptunaSearch tells an early-stopped trial as COMPLETE.)"""
+LEDGERS = {}  # experiment folder -> {Ray trial id: epochs it trained}: the budget BudgetStop and the searcher share
 
-    def __init__(self, space, study):
+
+def note_epoch(exp_dir, trial_id, result):
+    ledger = LEDGERS.setdefault(str(exp_dir), {})
+    ledger[trial_id] = max(ledger.get(trial_id, 0), int(result.get("epoch", 0)))
+
+
+def budget_spent(exp_dir, budget):
+    """Have the search's trials trained `budget` epochs in all (never, with no budget)?"""
+    return bool(budget) and sum(LEDGERS.get(str(exp_dir), {}).values()) >= budget
+
+
+class BudgetStop(Stopper):
+    """Ends each running trial at its next result once the trials have trained the space's budget of epochs in all
+    (the searcher then proposes no more): searches compared at the same budget spend the same compute."""
+
+    def __init__(self, exp_dir, budget):
+        self.exp_dir, self.budget = str(exp_dir), budget
+
+    def __call__(self, trial_id, result):
+        note_epoch(self.exp_dir, trial_id, result)
+        return budget_spent(self.exp_dir, self.budget)
+
+    def stop_all(self):
+        return False
+
+
+class AskTellSearcher(Searcher):
+    """TPE or random sampling through Optuna's ask/tell, so that the study records what really happened: every
+    epoch's metric is an intermediate value (step = epoch), a trial ASHA or the budget stopped is PRUNED (TPE
+    ranks it by its last step, below finished trials), a finished trial's value is its best epoch's metric (the
+    quantity trials.csv and run_best.py rank by), a diverged trial is COMPLETE at the worst value seen so far
+    (user attribute `diverged`: as FAIL, TPE would ignore it and keep proposing where trials diverge), an errored
+    one FAIL. Each Optuna trial carries its Ray trial id as the user attribute `ray_trial_id`. (Ray's
+    OptunaSearch tells an early-stopped trial as COMPLETE.)"""
+
+    def __init__(self, space, study, exp_dir):
         super().__init__(metric=space.metric, mode=space.mode)
-        self.space, self.study = space, study
+        self.space, self.study, self.exp_dir = space, study, str(exp_dir)
         self.trials, self.values = {}, {}  # Ray trial id -> Optuna trial, {epoch: metric}
+        self.worst = None  # the worst finite metric value any trial reported
 
     def suggest(self, trial_id):
+        if budget_spent(self.exp_dir, self.space.budget):
+            return Searcher.FINISHED
         trial = self.study.ask()
         trial.set_user_attr("ray_trial_id", trial_id)
         constants = DefineByRun(self.space)(trial)
@@ -324,11 +367,14 @@ class AskTellSearcher(Searcher):
         return {**constants, **trial.params}
 
     def on_trial_result(self, trial_id, result):
+        note_epoch(self.exp_dir, trial_id, result)
         value, epoch = result.get(self.metric), int(result.get("epoch", 0))
         if trial_id in self.trials and isinstance(value, (int, float)) and math.isfinite(value) \
                 and epoch not in self.values[trial_id]:
             self.trials[trial_id].report(value, step=epoch)
             self.values[trial_id][epoch] = value
+            worse = min if self.mode == "max" else max
+            self.worst = value if self.worst is None else worse(self.worst, value)
 
     def on_trial_complete(self, trial_id, result=None, error=False):
         if result:  # Ray hands a trial's last result (the one ASHA stopped it on) only to this method
@@ -341,31 +387,75 @@ class AskTellSearcher(Searcher):
             self.study.tell(trial, best_of(self.mode)(values))
         elif status == report.STOPPED and values:
             self.study.tell(trial, state=TrialState.PRUNED)
+        elif status == report.DIVERGED and self.worst is not None:
+            trial.set_user_attr("diverged", True)
+            self.study.tell(trial, self.worst)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
 
     def save(self, checkpoint_path):
-        write_whole(checkpoint_path, pickle.dumps(self.__dict__))  # a full disk leaves the last whole state
+        state = {**self.__dict__, "ledger": LEDGERS.get(self.exp_dir, {})}
+        write_whole(checkpoint_path, pickle.dumps(state))  # a full disk leaves the last whole state
 
     def restore(self, checkpoint_path):
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+            state = pickle.load(f)
+        LEDGERS[state.get("exp_dir", "")] = state.pop("ledger", {})  # the budget spent before the interruption
+        self.__dict__.update(state)
 
 
-def _searcher(space, exp_dir, seed):
-    """TPE (seeded, multivariate, constant liar for concurrent trials); the study kept in optuna.journal in the
-    experiment folder, named after it, its objective named after the metric; points_to_evaluate go first."""
+def _sampler(space, seed):
+    """TPE (seeded, multivariate, constant liar for concurrent trials; its random start sized to the expected
+    number of trials) or Optuna's RandomSampler."""
+    if space.searcher == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group, constant_liar
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                         n_startup_trials=min(10, max(2, space.num_samples // 3)))
-    study = optuna.create_study(study_name=exp_dir.name, storage=report.study_storage(exp_dir), sampler=sampler,
+    expected = space.num_samples if not space.budget else min(space.num_samples, space.budget // space.max_epochs)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                      n_startup_trials=min(10, max(2, expected // 3)))
+
+
+def _searcher(space, exp_dir, seed, warm_start=None):
+    """The study kept in optuna.journal in the experiment folder, named after it, its objective named after the
+    metric; an earlier experiment's trials first (--warm-start), then points_to_evaluate."""
+    study = optuna.create_study(study_name=exp_dir.name, storage=report.study_storage(exp_dir),
+                                sampler=_sampler(space, seed),
                                 direction="maximize" if space.mode == "max" else "minimize")
     study.set_metric_names([space.metric])
+    if warm_start:
+        earlier = warm_trials(Path(warm_start), space)
+        study.add_trials(earlier)
+        say(f"warm start: {len(earlier)} trials of {warm_start} entered the study")
     for point in space.points_to_evaluate:
         study.enqueue_trial(point)
-    return AskTellSearcher(space, study)
+    return AskTellSearcher(space, study, exp_dir)
+
+
+def _distribution(p):
+    if p["type"] == "categorical":
+        return optuna.distributions.CategoricalDistribution(p["choices"])
+    kind = optuna.distributions.IntDistribution if p["type"] == "int" else optuna.distributions.FloatDistribution
+    return kind(p["low"], p["high"], log=p.get("log", False))
+
+
+def warm_trials(earlier, space):
+    """The finished, pruned and diverged trials of an earlier experiment's study whose every value lies in this
+    space (same parameters, same ranges), as trials to add to a new study."""
+    study = optuna.load_study(study_name=earlier.name, storage=report.study_storage(earlier))
+    wanted = {name: _distribution(p) for name, p in space.params.items()}
+    kept = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if all(wanted.get(k) == d for k, d in t.distributions.items()):
+            kept.append(optuna.trial.create_trial(
+                state=t.state, value=t.value if t.state == TrialState.COMPLETE else None, params=t.params,
+                distributions=t.distributions, intermediate_values=t.intermediate_values,
+                user_attrs={"warm_start_from": f"{earlier} trial {t.user_attrs.get('ray_trial_id', t.number)}",
+                            **{k: v for k, v in t.user_attrs.items() if k != "ray_trial_id"}}))
+    return kept
 
 
 def _scheduler(space):
+    if space.scheduler == "none":
+        return FIFOScheduler()  # every trial trains its max_epochs (or until the budget ends it)
     return ASHAScheduler(time_attr="epoch", metric=space.metric, mode=space.mode, max_t=space.max_epochs,
                          grace_period=space.grace_period, reduction_factor=space.reduction_factor)

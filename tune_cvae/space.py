@@ -6,6 +6,9 @@
     max_epochs: 70              # each trial's num_epoch and ASHA's max_t
     grace_period: 5             # ASHA: epochs before a trial can be stopped
     reduction_factor: 3
+    searcher: tpe               # tpe (Optuna's TPE) or random (Optuna's RandomSampler)
+    scheduler: asha             # asha (early stopping) or none (every trial trains max_epochs)
+    budget: 200                 # optional: stop once the trials have trained this many epochs in all
     fixed: {F_dim: 128}         # config values every trial shares
     params:
       kl_anneal_type: {type: categorical, choices: [Cyclical, Monotonic, None]}
@@ -29,7 +32,8 @@ from tune_cvae.config import DEFAULTS, METRICS, MODEL_SIZES, OPTIONS, ConfigErro
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEARCH_FILE = "search.yaml"  # in an experiment folder: the space, the dataset folder, the seed, trial resources
 TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
-            "points_to_evaluate", "retrain", "description"}
+            "points_to_evaluate", "retrain", "description", "searcher", "scheduler", "budget"}
+SEARCHERS, SCHEDULERS = ("tpe", "random"), ("asha", "none")
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
               "categorical": {"type", "choices", "when"}}
 
@@ -73,6 +77,9 @@ class Space:
     params: dict
     points_to_evaluate: list = field(default_factory=list)
     retrain: dict = field(default_factory=dict)  # run_best.py's defaults for this space: {epochs: N, set: {...}}
+    searcher: str = "tpe"
+    scheduler: str = "asha"
+    budget: int = None  # trial-epochs after which the search ends (None: num_samples trials decide)
 
     def active(self, name, values):
         """Is parameter `name` suggested, given the values chosen so far?"""
@@ -98,11 +105,12 @@ class Search:
     data_dir: str
     seed: int
     resources: dict
+    warm_start: str = None  # the experiment folder whose trials the study started with (--warm-start)
 
 
 def write_search(exp_dir, search):
     raw = {"space_path": search.space.path, "space": search.space.to_dict(), "data": search.data_dir,
-           "seed": search.seed, "resources": search.resources}
+           "seed": search.seed, "resources": search.resources, "warm_start": search.warm_start}
     (Path(exp_dir) / SEARCH_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
@@ -111,7 +119,8 @@ def read_search(exp_dir):
     if not path.is_file():
         raise UserError(f"{exp_dir}: not an experiment folder of run_search.py (no {SEARCH_FILE})")
     raw = yaml.safe_load(path.read_text())
-    return Search(parse(raw["space"], raw["space_path"]), raw["data"], raw["seed"], raw["resources"])
+    return Search(parse(raw["space"], raw["space_path"]), raw["data"], raw["seed"], raw["resources"],
+                  raw.get("warm_start"))
 
 
 class DefineByRun:
@@ -199,7 +208,7 @@ def parse(raw, path="<space>"):
     num_samples = _int(raw, path, "num_samples")
     space = Space(path, metric, mode, num_samples, max_epochs, grace,
                   _int(raw, path, "reduction_factor", 3, low=2), fixed, params,
-                  retrain=_check_retrain(path, raw.get("retrain") or {}, fixed))
+                  retrain=_check_retrain(path, raw.get("retrain") or {}, fixed), **_strategy(raw, path))
     points = raw.get("points_to_evaluate") or []
     _need(isinstance(points, list), path, "points_to_evaluate", "must be a list of mappings")
     _need(len(points) <= num_samples, path, "points_to_evaluate",
@@ -207,6 +216,15 @@ def parse(raw, path="<space>"):
     for i, point in enumerate(points):
         space.points_to_evaluate.append(_check_point(space, point, f"points_to_evaluate[{i}]"))
     return space
+
+
+def _strategy(raw, path):
+    """searcher, scheduler and budget: how the search proposes trials, stops them early, and when it ends."""
+    searcher, scheduler = raw.get("searcher", "tpe"), raw.get("scheduler", "asha")
+    _need(searcher in SEARCHERS, path, "searcher", f"must be one of {', '.join(SEARCHERS)}, got {searcher!r}")
+    _need(scheduler in SCHEDULERS, path, "scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    budget = _int(raw, path, "budget") if raw.get("budget") is not None else None
+    return {"searcher": searcher, "scheduler": scheduler, "budget": budget}
 
 
 def _check_retrain(path, retrain, fixed):

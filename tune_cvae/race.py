@@ -1,0 +1,270 @@
+"""The strategy race, `python -m tune_cvae bench search`: what TPE and ASHA buy on this task at the same compute.
+
+Every strategy gets the same budget, counted in trial-epochs (a search ends once its trials have trained that
+many epochs in all; run_search.py --budget), and K independent searches (seeds 0..K-1):
+
+    tpe+asha        the default: Optuna's TPE proposes, ASHA stops poor trials early
+    random+asha     random proposals, ASHA
+    tpe             TPE, every trial trains max_epochs
+    random          random search without early stopping: the classic baseline
+    tpe+asha+start  the default with the space's hand-written start points (points_to_evaluate), as users run it
+    random+start    random search with the start points
+    default config  the space's first start point (the template's default configuration) trained for the whole
+                    budget, one run per seed
+
+The first four race without start points (which would help every strategy alike): the search alone. For each
+search: the winner's best val_psnr, its test score (its best checkpoint rolled out on the test videos by the
+leaderboard's rule; no retraining) where the data has test truth, the trial-epochs spent, wall time, diverged
+trials, and the best val_psnr so far against the trial-epochs spent. Writes OUT/searches.csv (one row per
+search), OUT/summary.csv and .md (mean and std over seeds per strategy), OUT/race.png (the best-so-far curves,
+mean and a band of one std). A search already finished in OUT is read, not run again.
+"""
+import contextlib
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from tune_cvae import UserError, report, say
+from tune_cvae.config import BUILTIN_TRAIN_FRAMES, DEFAULTS
+from tune_cvae.space import load_space
+
+from tune_cvae.cli import STRATEGY_NAMES
+
+DEFAULT_CONFIG, BASELINE = STRATEGY_NAMES[-1], "random"
+SMALL_MODEL = {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16, "partial": 0.1}  # --model small
+QUICK = {"budget": 4, "max_epochs": 2, "seeds": 1, "train_frames": 400}  # --quick: a test's end-to-end run
+
+
+def race_space(space, strategy, budget):
+    """The space a strategy's searches run: its searcher, scheduler and budget; the start points only where the
+    strategy has them; num_samples = the budget (every trial trains one epoch at least)."""
+    parts = strategy.split("+")  # searcher[+asha][+start]
+    searcher, scheduler, start = parts[0], "asha" if "asha" in parts else "none", "start" in parts
+    return {**space.to_dict(), "searcher": searcher, "scheduler": scheduler, "budget": budget,
+            "num_samples": budget, "points_to_evaluate": space.points_to_evaluate if start else []}
+
+
+def default_space(space, budget, seeds):
+    """The default configuration's runs as one search: the first start point fixed, one trial per seed, each
+    trained for the whole budget without early stopping."""
+    if not space.points_to_evaluate:
+        raise UserError(f"{space.path}: no points_to_evaluate, so no default configuration to train")
+    fixed = {**space.fixed, **space.points_to_evaluate[0]}
+    return {**space.to_dict(), "fixed": fixed, "searcher": "random", "scheduler": "none", "budget": None,
+            "max_epochs": budget, "grace_period": 1, "num_samples": len(seeds),
+            "params": {"seed": {"type": "categorical", "choices": list(seeds)}},
+            "points_to_evaluate": [{"seed": s} for s in seeds], "retrain": {}}
+
+
+def run_search(raw, name, out, data_dir, seed, cpus):
+    """One search of the race (in this process, Ray started once), its console output in OUT/logs/NAME.log;
+    returns (experiment folder, wall seconds). A search finished by an earlier run of the bench is reused."""
+    from tune_cvae import search
+    exp, done = out / "ray_results" / name, out / "ray_results" / name / "race.json"
+    if done.is_file():
+        return exp, json.loads(done.read_text())["wall_s"]
+    if exp.exists():
+        raise UserError(f"{exp}: an unfinished search of an earlier run is there; remove it or pass another --out")
+    space_file = out / "spaces" / f"{name}.yaml"
+    space_file.parent.mkdir(parents=True, exist_ok=True)
+    space_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    (out / "logs").mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    with open(out / "logs" / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        search.run(str(space_file), data_dir=str(data_dir), storage=str(out / "ray_results"), name=name, seed=seed,
+                   num_cpus=cpus, dashboard=False, verbose=0)
+    wall = time.perf_counter() - t0
+    done.write_text(json.dumps({"wall_s": wall}) + "\n")
+    return exp, wall
+
+
+def curve(trial_dirs, metric, mode):
+    """Best value so far after each trial-epoch, the search's results in the order they came: a list with one
+    value per trial-epoch spent (NaN until a finite one came)."""
+    results = [r for d in trial_dirs for r in report.trial_results(d)]
+    results.sort(key=lambda r: (r.get("timestamp", 0), r.get("time_total_s", 0)))
+    best, out = math.nan, []
+    for r in results:
+        value = r.get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            best = value if math.isnan(best) else (max if mode == "max" else min)(best, value)
+        out.append(best)
+    return out
+
+
+def test_score(trial_dir, space, dataset):
+    """The leaderboard's score of a trial's best checkpoint rolled out on the test videos (NaN without test
+    truth), and that of repeating the first frame."""
+    from tune_cvae.best import best_checkpoint
+    from tune_cvae.predict import PIXELS, load_truth, predict_tests, score_arrays, to_uint8
+    from tune_cvae.train import Run
+    truth_dir = Path(dataset.root) / "test_truth"
+    if not truth_dir.is_dir():
+        return math.nan, math.nan
+    state = best_checkpoint(trial_dir, space.metric, space.mode)
+    run = Run(state["config"], dataset)
+    run.load_state(state)
+    videos = to_uint8(predict_tests(run, run.config["infer_z"])).reshape(len(dataset.test_first), -1, PIXELS)
+    truth = load_truth(truth_dir, len(videos))
+    repeat = np.repeat(truth[:, :1], truth.shape[1], axis=1)
+    return score_arrays(videos.numpy(), truth)["score"], score_arrays(repeat, truth)["score"]
+
+
+def measure(exp, wall, strategy, seed, dataset):
+    """One row of searches.csv and its best-so-far curve."""
+    from tune_cvae.best import winner
+    record, row, trial_dir = winner(exp)
+    space = record.space
+    table = report.collect(exp)
+    test, repeat = test_score(trial_dir, space, dataset)
+    values = curve([exp / d for d in table["trial_dir"]], space.metric, space.mode)
+    return {"strategy": strategy, "seed": seed, "winner": row["trial_id"],
+            f"best_{space.metric}": row[f"best_{space.metric}"], "test_score": test, "repeat_first_frame": repeat,
+            "trial_epochs": int(table["epochs"].sum()), "trials": len(table),
+            "diverged": int((table["status"] == report.DIVERGED).sum()), "wall_s": round(wall, 1)}, values
+
+
+def default_rows(exp, seeds, dataset):
+    """The default configuration's search: one row and curve per seed (one trial each, its own winner)."""
+    from tune_cvae.space import read_search
+    space = read_search(exp).space
+    rows, curves = [], []
+    for _, t in report.collect(exp).iterrows():
+        usable = t["status"] in report.USABLE and not math.isnan(t[f"best_{space.metric}"])
+        test, repeat = test_score(exp / t["trial_dir"], space, dataset) if usable else (math.nan, math.nan)
+        rows.append({"strategy": DEFAULT_CONFIG, "seed": t["seed"], "winner": t["trial_id"],
+                     f"best_{space.metric}": t[f"best_{space.metric}"], "test_score": test,
+                     "repeat_first_frame": repeat, "trial_epochs": int(t["epochs"]), "trials": 1,
+                     "diverged": int(t["status"] == report.DIVERGED), "wall_s": t["wall_s"]})
+        curves.append(curve([exp / t["trial_dir"]], space.metric, space.mode))
+    return rows, curves
+
+
+def reach(values, target, mode):
+    """Trial-epochs a search spent until its best so far reached `target` (NaN if it never did)."""
+    hit = [i + 1 for i, v in enumerate(values) if not math.isnan(v) and (v >= target if mode == "max" else v <= target)]
+    return hit[0] if hit else math.nan
+
+
+def summarise(runs, metric, mode):
+    """Mean and std over seeds per strategy; the trial-epochs each needed to reach the mean final best of random
+    search without early stopping (the baseline), with how many of its searches got there."""
+    table = pd.DataFrame([row for row, _ in runs])
+    base = table[table["strategy"] == BASELINE][f"best_{metric}"]
+    target = float(base.mean()) if len(base) else math.nan
+    lines = []
+    for strategy, group in table.groupby("strategy", sort=False):
+        epochs = [reach(values, target, mode) for row, values in runs if row["strategy"] == strategy]
+        reached = [e for e in epochs if not math.isnan(e)]
+        line = {"strategy": strategy, "searches": len(group)}
+        for col in (f"best_{metric}", "test_score", "trial_epochs", "trials", "diverged", "wall_s"):
+            line[f"{col} mean"], line[f"{col} std"] = group[col].mean(), group[col].std(ddof=1)
+        line["epochs to baseline's best"] = float(np.mean(reached)) if reached else math.nan
+        line["reached"] = f"{len(reached)}/{len(epochs)}"
+        lines.append(line)
+    summary = pd.DataFrame(lines)
+    summary.attrs["target"] = target
+    return table, summary
+
+
+def plot(runs, budget, metric, path):
+    """Best-so-far against trial-epochs: per strategy the mean over seeds and a band of one std."""
+    from tune_cvae.figures import _pyplot, _save, _whole_epochs
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    x = np.arange(1, budget + 1)
+    for strategy in dict.fromkeys(row["strategy"] for row, _ in runs):
+        ys = np.array([[values[min(i, len(values)) - 1] if values else math.nan for i in x]
+                       for row, values in runs if row["strategy"] == strategy], dtype=float)
+        with warnings.catch_warnings():  # all-NaN columns: before a strategy's first finite value
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
+        line, = ax.plot(x, mean, label=f"{strategy} ({len(ys)} seeds)")
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    ax.set(xlabel="trial-epochs spent", ylabel=f"best {metric} so far (dB)",
+           title=f"Search strategies at a budget of {budget} trial-epochs (mean, band: one std over seeds)")
+    _whole_epochs(ax)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def prepare(out, data_dir, quick):
+    """The race's dataset: --data, or the built-in dataset generated with seed 7 (the spaces were tuned on 0)."""
+    from tune_cvae.synthetic import generate
+    if data_dir is not None:
+        return Path(data_dir).expanduser().resolve()
+    data_dir = out / "data-seed7"
+    if not data_dir.is_dir():
+        say(f"generating the built-in dataset with seed 7 into {data_dir}")
+        generate(data_dir, QUICK["train_frames"] if quick else BUILTIN_TRAIN_FRAMES, 7)
+    return data_dir
+
+
+def plan(args):
+    """(space, budget, seeds) of the race from its flags; --quick shrinks everything for a test."""
+    space = load_space(args.space)
+    if args.model == "small":
+        space.fixed.update(SMALL_MODEL)
+    space.max_epochs = QUICK["max_epochs"] if args.quick else (args.max_epochs or space.max_epochs)
+    space.grace_period = min(space.grace_period, space.max_epochs)
+    budget = QUICK["budget"] if args.quick else args.budget
+    if budget < space.max_epochs:
+        raise UserError(f"--budget {budget}: less than one trial of max_epochs={space.max_epochs}")
+    seeds = list(range(QUICK["seeds"] if args.quick else args.seeds))
+    return space, budget, seeds
+
+
+def race(args):
+    """Every strategy's searches, seed after seed, then the tables and the figure; returns the summary."""
+    from tune_cvae.data import load_dataset
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    space, budget, seeds = plan(args)
+    strategies = [s for s in STRATEGY_NAMES if s in args.strategies and s != DEFAULT_CONFIG]
+    dataset = load_dataset(prepare(out, args.data, args.quick), progress=False)
+    say(f"race on {dataset.root}: {len(strategies)} strategies x {len(seeds)} seeds at {budget} trial-epochs each, "
+        f"trials of up to {space.max_epochs} epochs, "
+        f"{', '.join(f'{k}={space.fixed.get(k, DEFAULTS[k])}' for k in SMALL_MODEL)}"
+        f"; logs in {out / 'logs'}")
+    runs, n, total = [], 0, len(strategies) * len(seeds) + (DEFAULT_CONFIG in args.strategies)
+    for seed in seeds:
+        for strategy in strategies:
+            n += 1
+            name = f"{strategy.replace('+', '-')}-seed{seed}"
+            exp, wall = run_search(race_space(space, strategy, budget), name, out, dataset.root, seed, args.cpus)
+            runs.append(measure(exp, wall, strategy, seed, dataset))
+            say(f"[{n}/{total}] {_line(runs[-1][0], space.metric)}")
+    if DEFAULT_CONFIG in args.strategies:
+        exp, _ = run_search(default_space(space, budget, seeds), "default-config", out, dataset.root, 0, args.cpus)
+        rows, curves = default_rows(exp, seeds, dataset)
+        runs += list(zip(rows, curves))
+        say(f"[{total}/{total}] " + "; ".join(_line(row, space.metric) for row in rows))
+    return write(out, runs, space, budget)
+
+
+def _line(row, metric):
+    return (f"{row['strategy']} seed {row['seed']}: best {metric} {row[f'best_{metric}']:.2f}, test score "
+            f"{row['test_score']:.2f} dB, {row['trial_epochs']} trial-epochs, {row['trials']} trials, "
+            f"{row['diverged']} diverged, {row['wall_s']:.0f} s")
+
+
+def write(out, runs, space, budget):
+    """searches.csv, summary.csv/.md, race.json (the curves) and race.png; returns the summary."""
+    table, summary = summarise(runs, space.metric, space.mode)
+    table.to_csv(out / "searches.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(report._markdown(summary) + "\n")
+    (out / "race.json").write_text(json.dumps({"budget": budget, "target": summary.attrs["target"],
+                                               "runs": [{**row, "curve": values} for row, values in runs]},
+                                              default=float) + "\n")
+    plot(runs, budget, space.metric, out / "race.png")
+    say(f"wrote {out}/searches.csv, summary.csv, summary.md, race.json, race.png (the baseline's mean final best: "
+        f"{summary.attrs['target']:.2f} dB)")
+    return summary
