@@ -160,6 +160,9 @@ def test_the_quick_race_runs_every_strategy_and_run_best_works_on_each(ray_clust
     for exp in sorted((tmp_path / "race" / "ray_results").iterdir()):
         strategy = yaml.safe_load((exp / "search.yaml").read_text())["space"]
         assert (exp / "trials.csv").is_file() and (exp / "report" / "index.html").is_file(), exp
+        first = (exp / "report" / "index.md").read_text().splitlines()[2]
+        assert ("random sampling" if strategy["searcher"] == "random" else "TPE") in first, first
+        assert ("ASHA" in first) == (strategy["scheduler"] == "asha"), first
         out, summary = run_best(experiment=exp, epochs=1, from_checkpoint=True, out=exp / "best")
         assert (out / "submission.csv").is_file() and "score" in summary, (exp, strategy["searcher"])
 

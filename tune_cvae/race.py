@@ -17,7 +17,8 @@ search: the winner's best val_psnr, its test score (its best checkpoint rolled o
 leaderboard's rule; no retraining) where the data has test truth, the trial-epochs spent, wall time, diverged
 trials, and the best val_psnr so far against the trial-epochs spent. Writes OUT/searches.csv (one row per
 search), OUT/summary.csv and .md (mean and std over seeds per strategy), OUT/race.png (the best-so-far curves,
-mean and a band of one std). A search already finished in OUT is read, not run again.
+mean and a band of one std). A search already finished in OUT is read, not run again. The searches run in this
+process (Ray started once), through search.run like run_search.py; this module imports search only when it runs.
 """
 import contextlib
 import json
@@ -31,10 +32,9 @@ import pandas as pd
 import yaml
 
 from tune_cvae import UserError, report, say
-from tune_cvae.config import BUILTIN_TRAIN_FRAMES, DEFAULTS
-from tune_cvae.space import load_space
-
 from tune_cvae.cli import STRATEGY_NAMES
+from tune_cvae.config import BUILTIN_TRAIN_FRAMES, DEFAULTS, best_of
+from tune_cvae.space import load_space
 
 DEFAULT_CONFIG, BASELINE = STRATEGY_NAMES[-1], "random"
 SMALL_MODEL = {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16, "partial": 0.1}  # --model small
@@ -64,22 +64,28 @@ def default_space(space, budget, seeds):
 
 def run_search(raw, name, out, data_dir, seed, cpus):
     """One search of the race (in this process, Ray started once), its console output in OUT/logs/NAME.log;
-    returns (experiment folder, wall seconds). A search finished by an earlier run of the bench is reused."""
+    returns (experiment folder, wall seconds). A search an earlier run of the bench finished is read; one it left
+    unfinished (Ctrl-C) is resumed (its wall time then counts the resumed part only)."""
     from tune_cvae import search
     exp, done = out / "ray_results" / name, out / "ray_results" / name / "race.json"
     if done.is_file():
         return exp, json.loads(done.read_text())["wall_s"]
-    if exp.exists():
-        raise UserError(f"{exp}: an unfinished search of an earlier run is there; remove it or pass another --out")
     space_file = out / "spaces" / f"{name}.yaml"
     space_file.parent.mkdir(parents=True, exist_ok=True)
     space_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     (out / "logs").mkdir(exist_ok=True)
-    t0 = time.perf_counter()
-    with open(out / "logs" / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
+    t0, interrupted = time.perf_counter(), None
+    with open(out / "logs" / f"{name}.log", "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
-        search.run(str(space_file), data_dir=str(data_dir), storage=str(out / "ray_results"), name=name, seed=seed,
-                   num_cpus=cpus, dashboard=False, verbose=0)
+        try:
+            search.run(None if exp.exists() else str(space_file), resume=exp.exists(), data_dir=str(data_dir),
+                       storage=str(out / "ray_results"), name=name, seed=seed, num_cpus=cpus, dashboard=False,
+                       verbose=0)
+        except search.Interrupted as e:
+            interrupted = e
+    if interrupted:
+        say(f"the race was interrupted in {name}; the same command continues it")
+        raise SystemExit(interrupted.exit_status)
     wall = time.perf_counter() - t0
     done.write_text(json.dumps({"wall_s": wall}) + "\n")
     return exp, wall
@@ -94,7 +100,7 @@ def curve(trial_dirs, metric, mode):
     for r in results:
         value = r.get(metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
-            best = value if math.isnan(best) else (max if mode == "max" else min)(best, value)
+            best = value if math.isnan(best) else best_of(mode)(best, value)
         out.append(best)
     return out
 
