@@ -38,7 +38,7 @@ bench-quality: $(VENV)/.installed
 	$(PY) -m tune_cvae bench quality
 
 # search strategies raced at equal budget (trial-epochs), 3 seeds each, on a dataset of another seed: TPE and
-# random search, with and without ASHA, and the default configuration (about 40 minutes on 2 CPU cores; add
+# random search, with and without ASHA, and the default configuration (48 minutes on 2 CPU cores; add
 # ARGS="--data DIR" for your own LAB4-layout folder; see docs/QUALITY.md)
 bench-search: $(VENV)/.installed
 	$(PY) -m tune_cvae bench search $(ARGS)
