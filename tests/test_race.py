@@ -193,3 +193,21 @@ def test_a_warm_started_search_holds_the_earlier_trials_once_and_resumes(ray_clu
     assert len(warm) == len([t for t in earlier.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)])
     assert len(study.trials) == len(warm) + 3 and len(pd.read_csv(exp / "trials.csv")) == 3
     assert yaml.safe_load((exp / "search.yaml").read_text())["warm_start"] == str(Path(smoke).resolve())
+
+
+@pytest.mark.slow
+def test_run_search_flags_choose_the_strategy_and_the_budget(ray_cluster, builtin_root, tmp_path):
+    """--searcher random --scheduler none --budget 3 over smoke.yaml (TPE + ASHA, 6 trials): the flags win, the
+    search ends on its budget (exit 0, not an interruption), and search.yaml and the report say what ran."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--data", str(builtin_root),
+                           "--storage", str(tmp_path), "--name", "f", "--searcher", "random", "--scheduler", "none",
+                           "--budget", "3"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recorded = yaml.safe_load((tmp_path / "f" / "search.yaml").read_text())["space"]
+    assert (recorded["searcher"], recorded["scheduler"], recorded["budget"]) == ("random", "none", 3)
+    table = pd.read_csv(tmp_path / "f" / "trials.csv")
+    assert 3 <= table["epochs"].sum() <= 4 and len(table) < 6  # 2 trials at a time: one may finish its epoch
+    assert "interrupted" not in set(table["status"]) and "continue it with" not in proc.stderr
+    assert "random sampling, no early stopping, until they had trained 3 epochs in all" in \
+        (tmp_path / "f" / "report" / "index.md").read_text()

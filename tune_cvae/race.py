@@ -231,10 +231,10 @@ def race(args):
     """Every strategy's searches, seed after seed, then the tables and the figure; returns the summary."""
     from tune_cvae.data import load_dataset
     out = Path(args.out).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
     space, budget, seeds = plan(args)
     strategies = [s for s in STRATEGY_NAMES if s in args.strategies and s != DEFAULT_CONFIG]
-    dataset = load_dataset(prepare(out, args.data, args.quick), progress=False)
+    dataset = load_dataset(prepare(out, args.data, args.quick), progress=False)  # checked before OUT is made
+    out.mkdir(parents=True, exist_ok=True)
     say(f"race on {dataset.root}: {len(strategies)} strategies x {len(seeds)} seeds at {budget} trial-epochs each, "
         f"trials of up to {space.max_epochs} epochs, "
         f"{', '.join(f'{k}={space.fixed.get(k, DEFAULTS[k])}' for k in SMALL_MODEL)}"
