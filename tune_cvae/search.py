@@ -96,10 +96,10 @@ def check_local_gpus(gpus, address):
 
 
 def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
-    """A Tuner restored from `exp_dir`, or a new one (the space's searcher and scheduler) whose search.yaml is
-    written now. Ray's own
-    console output is off (a config and a result box per trial); StatusTable prints one table instead. Ray's
-    TensorBoard logger is left out, so TensorBoard shows one run per trial (the trainable's)."""
+    """A Tuner restored from `exp_dir`, or a new one (the space's searcher, scheduler and budget) whose
+    search.yaml is written now. Ray's own console output is off (a config and a result box per trial);
+    StatusTable prints one table instead. Ray's TensorBoard logger is left out, so TensorBoard shows one run per
+    trial (the trainable's)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if resume:
         try:
