@@ -105,52 +105,61 @@ def curve(trial_dirs, metric, mode):
     return out
 
 
-def test_score(trial_dir, space, dataset):
-    """The leaderboard's score of a trial's best checkpoint rolled out on the test videos (NaN without test
-    truth), and that of repeating the first frame."""
-    from tune_cvae.best import best_checkpoint
-    from tune_cvae.predict import PIXELS, load_truth, predict_tests, score_arrays, to_uint8
-    from tune_cvae.train import Run
+def test_truth(dataset):
+    """The test videos' true frames as the leaderboard reads them (decoded once per race), and the score of
+    repeating their first frames; (None, NaN) where the data has no test truth."""
+    from tune_cvae.predict import load_truth, score_arrays
     truth_dir = Path(dataset.root) / "test_truth"
     if not truth_dir.is_dir():
-        return math.nan, math.nan
+        return None, math.nan
+    truth = load_truth(truth_dir, len(dataset.test_first))
+    return truth, score_arrays(np.repeat(truth[:, :1], truth.shape[1], axis=1), truth)["score"]
+
+
+def test_score(trial_dir, space, dataset, truth):
+    """The leaderboard's score of a trial's best checkpoint rolled out on the test videos (NaN without truth)."""
+    from tune_cvae.best import best_checkpoint
+    from tune_cvae.predict import PIXELS, predict_tests, score_arrays, to_uint8
+    from tune_cvae.train import Run
+    if truth is None:
+        return math.nan
     state = best_checkpoint(trial_dir, space.metric, space.mode)
     run = Run(state["config"], dataset)
     run.load_state(state)
-    videos = to_uint8(predict_tests(run, run.config["infer_z"])).reshape(len(dataset.test_first), -1, PIXELS)
-    truth = load_truth(truth_dir, len(videos))
-    repeat = np.repeat(truth[:, :1], truth.shape[1], axis=1)
-    return score_arrays(videos.numpy(), truth)["score"], score_arrays(repeat, truth)["score"]
+    videos = to_uint8(predict_tests(run, run.config["infer_z"])).reshape(len(truth), -1, PIXELS)
+    return score_arrays(videos.numpy(), truth)["score"]
 
 
-def measure(exp, wall, strategy, seed, dataset):
+def _row(strategy, seed, trial, metric, test, trials, wall):
+    """One row of searches.csv: a search's winner (`trial`, a row of report.collect) and what the search spent
+    (`trials`: its rows)."""
+    return {"strategy": strategy, "seed": seed, "winner": trial["trial_id"], f"best_{metric}": trial[f"best_{metric}"],
+            "test_score": test, "trial_epochs": int(trials["epochs"].sum()), "trials": len(trials),
+            "diverged": int((trials["status"] == report.DIVERGED).sum()), "wall_s": round(float(wall), 1)}
+
+
+def measure(exp, wall, strategy, seed, dataset, truth):
     """One row of searches.csv and its best-so-far curve."""
     from tune_cvae.best import winner
     record, row, trial_dir = winner(exp)
     space = record.space
     table = report.collect(exp)
-    test, repeat = test_score(trial_dir, space, dataset)
     values = curve([exp / d for d in table["trial_dir"]], space.metric, space.mode)
-    return {"strategy": strategy, "seed": seed, "winner": row["trial_id"],
-            f"best_{space.metric}": row[f"best_{space.metric}"], "test_score": test, "repeat_first_frame": repeat,
-            "trial_epochs": int(table["epochs"].sum()), "trials": len(table),
-            "diverged": int((table["status"] == report.DIVERGED).sum()), "wall_s": round(wall, 1)}, values
+    return _row(strategy, seed, row, space.metric, test_score(trial_dir, space, dataset, truth), table, wall), values
 
 
-def default_rows(exp, seeds, dataset):
+def default_rows(exp, dataset, truth):
     """The default configuration's search: one row and curve per seed (one trial each, its own winner)."""
     from tune_cvae.space import read_search
     space = read_search(exp).space
-    rows, curves = [], []
-    for _, t in report.collect(exp).iterrows():
+    table = report.collect(exp)
+    runs = []
+    for i, t in table.iterrows():
         usable = t["status"] in report.USABLE and not math.isnan(t[f"best_{space.metric}"])
-        test, repeat = test_score(exp / t["trial_dir"], space, dataset) if usable else (math.nan, math.nan)
-        rows.append({"strategy": DEFAULT_CONFIG, "seed": t["seed"], "winner": t["trial_id"],
-                     f"best_{space.metric}": t[f"best_{space.metric}"], "test_score": test,
-                     "repeat_first_frame": repeat, "trial_epochs": int(t["epochs"]), "trials": 1,
-                     "diverged": int(t["status"] == report.DIVERGED), "wall_s": t["wall_s"]})
-        curves.append(curve([exp / t["trial_dir"]], space.metric, space.mode))
-    return rows, curves
+        test = test_score(exp / t["trial_dir"], space, dataset, truth) if usable else math.nan
+        runs.append((_row(DEFAULT_CONFIG, t["seed"], t, space.metric, test, table.loc[[i]], t["wall_s"]),
+                     curve([exp / t["trial_dir"]], space.metric, space.mode)))
+    return runs
 
 
 def reach(values, target, mode):
@@ -235,6 +244,7 @@ def race(args):
     strategies = [s for s in STRATEGY_NAMES if s in args.strategies and s != DEFAULT_CONFIG]
     dataset = load_dataset(prepare(out, args.data, args.quick), progress=False)  # checked before OUT is made
     out.mkdir(parents=True, exist_ok=True)
+    truth, repeat = test_truth(dataset)
     say(f"race on {dataset.root}: {len(strategies)} strategies x {len(seeds)} seeds at {budget} trial-epochs each, "
         f"trials of up to {space.max_epochs} epochs, "
         f"{', '.join(f'{k}={space.fixed.get(k, DEFAULTS[k])}' for k in SMALL_MODEL)}"
@@ -245,14 +255,13 @@ def race(args):
             n += 1
             name = f"{strategy.replace('+', '-')}-seed{seed}"
             exp, wall = run_search(race_space(space, strategy, budget), name, out, dataset.root, seed, args.cpus)
-            runs.append(measure(exp, wall, strategy, seed, dataset))
+            runs.append(measure(exp, wall, strategy, seed, dataset, truth))
             say(f"[{n}/{total}] {_line(runs[-1][0], space.metric)}")
     if DEFAULT_CONFIG in args.strategies:
         exp, _ = run_search(default_space(space, budget, seeds), "default-config", out, dataset.root, 0, args.cpus)
-        rows, curves = default_rows(exp, seeds, dataset)
-        runs += list(zip(rows, curves))
-        say(f"[{total}/{total}] " + "; ".join(_line(row, space.metric) for row in rows))
-    return write(out, runs, space, budget)
+        runs += default_rows(exp, dataset, truth)
+        say(f"[{total}/{total}] " + "; ".join(_line(row, space.metric) for row, _ in runs[-len(seeds):]))
+    return write(out, runs, space, budget, repeat)
 
 
 def _line(row, metric):
@@ -261,16 +270,19 @@ def _line(row, metric):
             f"{row['diverged']} diverged, {row['wall_s']:.0f} s")
 
 
-def write(out, runs, space, budget):
-    """searches.csv, summary.csv/.md, race.json (the curves) and race.png; returns the summary."""
+def write(out, runs, space, budget, repeat):
+    """searches.csv, summary.csv/.md, race.json (the curves) and race.png; returns the summary. `repeat`: the test
+    score of repeating the first frames, the same for every search."""
     table, summary = summarise(runs, space.metric, space.mode)
+    table["repeat_first_frame"] = repeat
     table.to_csv(out / "searches.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(report._markdown(summary) + "\n")
     (out / "race.json").write_text(json.dumps({"budget": budget, "target": summary.attrs["target"],
+                                               "repeat_first_frame": repeat,
                                                "runs": [{**row, "curve": values} for row, values in runs]},
                                               default=float) + "\n")
     plot(runs, budget, space.metric, out / "race.png")
     say(f"wrote {out}/searches.csv, summary.csv, summary.md, race.json, race.png (the baseline's mean final best: "
-        f"{summary.attrs['target']:.2f} dB)")
+        f"{summary.attrs['target']:.2f} dB; repeating the first frame scores {repeat:.2f} dB on the test videos)")
     return summary
