@@ -3,12 +3,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from tune_cvae.space import Search, parse, write_search
 
 # small enough for CPU tests; bottleneck channels (F_dim/8 = 4) still carry colour
 TINY = {"F_dim": 32, "L_dim": 8, "N_dim": 4, "D_out_dim": 32, "batch_size": 2, "lr_scheduler": "none"}
+
+
+def read_trials(path, **kwargs):
+    """trials.csv with its trial ids as text: Ray's ids are hex, and one of only digits
+    (69251124) would otherwise read as a number."""
+    return pd.read_csv(path, dtype={"trial_id": str}, **kwargs)
 
 
 def write_lab4(root, size=(16, 32), n_train=40, n_val=4, n_test=1, test_len=630, seed=0):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
+from helpers import read_trials
 from tune_cvae import UserError
 from tune_cvae.best import OUT_MARK
 from tune_cvae.predict import check_submission, score, score_arrays, submission_frame
@@ -84,7 +85,7 @@ def test_run_best_writes_a_valid_scored_submission(smoke, tmp_path):
     assert summary["val_psnr"] == pytest.approx(per_frame.psnr.mean(), rel=1e-5)
     assert set(summary["score"]) == {"submission", "repeat_first_frame"}
     assert "repeat_first_frame" in proc.stdout and (out / "model.ckpt").is_file()
-    winner = pd.read_csv(smoke / "trials.csv").iloc[0]
+    winner = read_trials(smoke / "trials.csv").iloc[0]
     assert summary["trial_id"] == str(winner.trial_id)
     seeds = summary["seeds"]  # --seeds 2: mean and std over two retrainings
     assert seeds["n"] == 2 and len(seeds["best_val_psnr"]) == 2

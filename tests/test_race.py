@@ -13,6 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from helpers import read_trials
 from tune_cvae import UserError, cli, race, report, search
 from tune_cvae.space import SpaceError, load_space, parse
 
@@ -191,7 +192,7 @@ def test_a_warm_started_search_holds_the_earlier_trials_once_and_resumes(ray_clu
     earlier = optuna.load_study(study_name="smoke", storage=report.study_storage(smoke))
     warm = [t for t in study.trials if "warm_start_from" in t.user_attrs]
     assert len(warm) == len([t for t in earlier.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)])
-    assert len(study.trials) == len(warm) + 3 and len(pd.read_csv(exp / "trials.csv")) == 3
+    assert len(study.trials) == len(warm) + 3 and len(read_trials(exp / "trials.csv")) == 3
     assert yaml.safe_load((exp / "search.yaml").read_text())["warm_start"] == str(Path(smoke).resolve())
 
 
@@ -206,7 +207,7 @@ def test_run_search_flags_choose_the_strategy_and_the_budget(ray_cluster, builti
     assert proc.returncode == 0, proc.stderr[-3000:]
     recorded = yaml.safe_load((tmp_path / "f" / "search.yaml").read_text())["space"]
     assert (recorded["searcher"], recorded["scheduler"], recorded["budget"]) == ("random", "none", 3)
-    table = pd.read_csv(tmp_path / "f" / "trials.csv")
+    table = read_trials(tmp_path / "f" / "trials.csv")
     assert 3 <= table["epochs"].sum() <= 4 and len(table) < 6  # 2 trials at a time: one may finish its epoch
     assert "interrupted" not in set(table["status"]) and "continue it with" not in proc.stderr
     assert "random sampling, no early stopping, until they had trained 3 epochs in all" in \

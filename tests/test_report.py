@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from helpers import make_experiment
+from helpers import make_experiment, read_trials
 from tune_cvae import report
 from tune_cvae.best import winner
 
@@ -17,7 +17,7 @@ def test_statuses_ranks_and_empty_conditional_cells(tmp_path):
                                                        "c3": "diverged (NaN)", "d4": "errored"}
     assert list(table["rank"]) == [1, 2, 3, 4]
     assert (table.kl_anneal_cycle == "").all()  # no Cyclical trial: the conditional column stays empty
-    csv = pd.read_csv(exp / "trials.csv")
+    csv = read_trials(exp / "trials.csv")
     assert csv.loc[csv.trial_id == "a1", "best_val_psnr"].item() == 22.5
     assert "<table" in (exp / "trials.html").read_text() and "| c3 |" in (exp / "trials.md").read_text()
     by_type = report.summary(table, "val_psnr").set_index("kl_anneal_type")
@@ -44,7 +44,7 @@ def test_a_search_leaves_every_report_file(smoke):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "index.html").read_text()
     assert all(f"src='{name}'" in html for name in REPORT_FILES if name.endswith(".png"))
-    table = pd.read_csv(smoke / "trials.csv")
+    table = read_trials(smoke / "trials.csv")
     assert all(f"href='../{d}/'" in html for d in table.trial_dir)  # every trial links to its folder
     importance = pd.read_csv(out / "importance.csv")
     assert set(importance.parameter) <= {"kl_anneal_type", "kl_anneal_cycle", "tfr_d_step", "lr"}
@@ -53,7 +53,7 @@ def test_a_search_leaves_every_report_file(smoke):
 
 def test_index_md_shows_the_numbers_of_trials_csv(smoke):
     report.write(smoke)
-    table = pd.read_csv(smoke / "trials.csv", keep_default_na=False)
+    table = read_trials(smoke / "trials.csv", keep_default_na=False)
     rows = [line.split("|")[1:-1] for line in (smoke / "report" / "index.md").read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| rank")]
     by_id = {cells[1].strip(): [c.strip() for c in cells] for cells in rows if len(cells) == len(table.columns) - 1}
@@ -80,7 +80,7 @@ def test_small_values_keep_their_significant_digits(tmp_path):
     report.write(exp)
     assert "| 0.00017 |" in (exp / "trials.md").read_text()
     assert "0.00017" in (exp / "report" / "index.html").read_text()
-    table = pd.read_csv(exp / "trials.csv")
+    table = read_trials(exp / "trials.csv")
     assert table.set_index("trial_id").loc["a1", "best_epoch"] == 3
 
 

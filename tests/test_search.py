@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import pytest
 import torch
 import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from helpers import make_experiment
+from helpers import make_experiment, read_trials
 from tune_cvae import UserError, experiment, report, search
 from tune_cvae import space as spaces
 
@@ -32,7 +31,7 @@ def trial_results(exp):
 
 
 def test_smoke_search_asha_stops_some_trials_and_writes_tables(smoke):
-    table = pd.read_csv(smoke / "trials.csv")
+    table = read_trials(smoke / "trials.csv")
     assert len(table) >= 6
     assert set(table.status) <= {"finished", "stopped early"}
     assert (table.status == "stopped early").any() and (table.status == "finished").any()
@@ -46,7 +45,7 @@ def test_smoke_search_asha_stops_some_trials_and_writes_tables(smoke):
 
 
 def test_conditional_parameter_only_in_cyclical_trials(smoke):
-    table = pd.read_csv(smoke / "trials.csv")
+    table = read_trials(smoke / "trials.csv")
     cyclical = table.kl_anneal_type == "Cyclical"
     assert table.kl_anneal_cycle[cyclical].notna().all()
     assert table.kl_anneal_cycle[~cyclical].isna().all()
@@ -66,7 +65,7 @@ def test_tensorboard_has_one_run_per_trial_named_by_its_values_and_the_optuna_st
         assert run.name.startswith(trial_dir.name.removeprefix("trial_")) and f"lr={params['lr']:.3g}" in run.name
     storage = JournalStorage(JournalFileBackend(str(smoke / "optuna.journal")))
     study = optuna.load_study(study_name="smoke", storage=storage)
-    assert len(study.trials) == len(pd.read_csv(smoke / "trials.csv"))
+    assert len(study.trials) == len(read_trials(smoke / "trials.csv"))
 
 
 def test_optuna_study_tells_what_asha_did(smoke):
@@ -75,7 +74,7 @@ def test_optuna_study_tells_what_asha_did(smoke):
     study = optuna.load_study(study_name="smoke", storage=JournalStorage(JournalFileBackend(
         str(smoke / "optuna.journal"))))
     assert study.metric_names == ["val_psnr"]
-    table = pd.read_csv(smoke / "trials.csv").set_index("trial_id")
+    table = read_trials(smoke / "trials.csv").set_index("trial_id")
     states = {}
     for t in study.trials:
         row = table.loc[t.user_attrs["ray_trial_id"]]
@@ -151,9 +150,9 @@ def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path, signu
     assert proc.returncode == status, stderr
     assert f"continue it with: python run_search.py --resume --name r --storage {tmp_path}" in stderr
     assert "Tuner.restore" not in stderr and "Traceback" not in stderr and "core dumped" not in stderr
-    assert "interrupted" in set(pd.read_csv(tmp_path / "r/trials.csv").status)  # not "stopped early"
+    assert "interrupted" in set(read_trials(tmp_path / "r/trials.csv").status)  # not "stopped early"
     exp = search.run(None, resume=True, name="r", storage=tmp_path, dashboard=False, verbose=0)
-    table = pd.read_csv(exp / "trials.csv")
+    table = read_trials(exp / "trials.csv")
     assert len(table) == 3 and set(table.status) <= {"finished", "stopped early"}
     for name in before:  # interrupted trials continued from their checkpoints; the report has each epoch once
         epochs = [r["epoch"] for r in report.trial_results(exp / name)]
@@ -171,7 +170,7 @@ def test_a_search_whose_trials_all_diverged_goes_on_and_fails(ray_cluster, built
     with pytest.raises(UserError, match="no trial finished an epoch with a finite loss \\(2 diverged"):
         search.run(str(tmp_path / "diverge.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="d",
                    dashboard=False, verbose=0)
-    assert list(pd.read_csv(tmp_path / "d/trials.csv").status) == ["diverged (NaN)"] * 2
+    assert list(read_trials(tmp_path / "d/trials.csv").status) == ["diverged (NaN)"] * 2
     assert not [w for w in recwarn if "All-NaN" in str(w.message)]
 
 
@@ -252,7 +251,7 @@ def test_a_trial_with_the_longest_values_a_space_allows_trains(ray_cluster, buil
     exp = search.run(str(tmp_path / "long.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="long",
                      dashboard=False, verbose=0)
     assert not list(exp.glob("trial_*/error.txt"))
-    table = pd.read_csv(exp / "trials.csv")
+    table = read_trials(exp / "trials.csv")
     assert list(table.status) == ["finished"]
     run, = {p.parent for p in exp.rglob("events.out.tfevents.*")}
     assert run.name.startswith(table.trial_id[0]) and run.name.endswith("...")
@@ -293,5 +292,5 @@ def test_a_disk_filling_during_a_search_ends_it_in_one_line_and_resume_finishes_
     assert "trials by val_psnr" in out  # the table of what finished
     filler.unlink()
     exp = search.run(None, resume=True, name="f", storage=disk, dashboard=False, verbose=0)
-    table = pd.read_csv(exp / "trials.csv")
+    table = read_trials(exp / "trials.csv")
     assert len(table) == 4 and set(table.status) <= {"finished", "stopped early"}
