@@ -23,15 +23,17 @@ def _parser():
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs each trial holds (its torch threads)")
     p.add_argument("--cpus", dest="num_cpus", metavar="N", type=int, default=None,
                    help="CPUs a local Ray session may use (default: all); ignored with --address")
-    p.add_argument("--samples", type=int, default=None, help="number of trials (default: the space's num_samples)")
+    p.add_argument("--samples", type=int, default=None, help="number of trials, the population under PBT "
+                   "(default: the space's num_samples)")
     p.add_argument("--max-epochs", type=int, default=None,
                    help="epochs of a full trial, ASHA's max_t (default: the space's max_epochs)")
     p.add_argument("--searcher", choices=["tpe", "random"], default=None,
                    help="how trials are proposed: Optuna's TPE or random sampling (default: the space's searcher, "
                         "else tpe)")
-    p.add_argument("--scheduler", choices=["asha", "none"], default=None,
-                   help="asha stops poor trials early; none trains every trial to max_epochs (default: the space's "
-                        "scheduler, else asha)")
+    p.add_argument("--scheduler", choices=["asha", "none", "pbt", "pb2"], default=None,
+                   help="asha stops poor trials early; none trains every trial to max_epochs; pbt / pb2: Population "
+                        "Based Training changes kl_beta_max, tfr and lr while the trials train (needs a PBT space "
+                        "such as kl_tfr_pbt.yaml) (default: the space's scheduler, else asha)")
     p.add_argument("--budget", type=int, default=None, metavar="EPOCHS",
                    help="end the search once its trials have trained this many epochs in all (trial-epochs), "
                         "--samples then only caps the number of trials (default: the space's budget, else none)")

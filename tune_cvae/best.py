@@ -21,8 +21,9 @@ from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
 from tune_cvae.config import ConfigError, best_of, make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.predict import predict_tests, score, write_gifs, write_submission
+from tune_cvae.lineage import LineageError
 from tune_cvae.report import USABLE, collect, plot_psnr, trial_results
-from tune_cvae.space import SEARCH_FILE, read_search
+from tune_cvae.space import PBT, SEARCH_FILE, read_search
 from tune_cvae.train import pick_device, train, validate
 
 
@@ -62,9 +63,10 @@ def best_checkpoint(trial_dir, metric, mode):
     return best_of(mode)(states, key=lambda s: s["history"][-1][metric])
 
 
-def retrain(config, dataset, device, seeds, state=None):
-    """Train `config` with seeds seed, seed+1, ...; returns (best val_psnr of each seed, the first seed's Run,
-    {epoch, val_psnr, model}: the first seed's best epoch by val_psnr and its weights, which are submitted)."""
+def retrain(config, dataset, device, seeds, state=None, schedule=None):
+    """Train `config` (following a PBT `schedule`: train.train's) with seeds seed, seed+1, ...; returns (best
+    val_psnr of each seed, the first seed's Run, {epoch, val_psnr, model}: the first seed's best epoch by val_psnr
+    and its weights, which are submitted)."""
     bests, first, kept = [], None, {}
 
     def keep_best(metrics, run):
@@ -82,7 +84,8 @@ def retrain(config, dataset, device, seeds, state=None):
         say(f"retraining with seed {cfg['seed']} ({k + 1}/{seeds}) for {cfg['num_epoch']} epochs on {device}, "
             f"{torch.get_num_threads()} torch thread(s)")
         with stage(f"retraining with seed {cfg['seed']}"):
-            final, run = train(cfg, dataset, device, state if k == 0 else None, keep_best, progress=TERMINAL)
+            final, run = train(cfg, dataset, device, state if k == 0 else None, keep_best, progress=TERMINAL,
+                               schedule=schedule)
         if final.get("diverged"):
             raise UserError(f"the winner's configuration diverged when retrained with seed {cfg['seed']}")
         bests.append(final["best_val_psnr"])
@@ -111,6 +114,36 @@ def compare_with_trial(trial_dir, trial_config, run, metric, changed=False):
     if same_schedule and abs(mine - best["val_psnr"]) > 0.3:
         say(f"warning: the retraining differs from the trial by {mine - best['val_psnr']:+.2f} dB with the same "
             f"config and seed (other device or library version?)")
+
+
+def replay_plan(exp, row, overrides, epochs):
+    """A PBT winner's replay: (its config at its best epoch with `overrides`, run for `epochs` or that many
+    epochs; per epoch the held values its weights trained with; the lineage's rows). Where the records of the
+    lineage are gone, one line that says so and names --from-checkpoint."""
+    best_epoch = int(row["best_epoch"])
+    try:
+        rows = report.schedule(exp, row["trial_id"], best_epoch)
+    except LineageError as e:
+        raise UserError(f"cannot replay the winner's lineage: {e}; continue its checkpoint instead with "
+                        f"--from-checkpoint") from None
+    at_best = next(r for r in trial_results(exp / row["trial_dir"]) if r["epoch"] == best_epoch)
+    config = make_config({**at_best["config"], **overrides, "num_epoch": epochs or best_epoch})
+    schedule = [{"kl_beta_max": r["beta"], "tfr": r["tfr"], "lr": r["lr"]} for r in rows]
+    say(f"replaying the PBT lineage of trial {row['trial_id']} from scratch ({at_best['lineage']}: trial:epochs), "
+        f"{len(rows)} epochs of its schedule" + (f", then its last values to epoch {epochs}" if (epochs or 0) >
+                                                 len(rows) else ""))
+    return config, schedule, rows
+
+
+def compare_replay(rows, run):
+    """Each epoch's val_psnr of the replay beside the lineage's; the largest difference (dB), warned about above
+    0.3 dB."""
+    pairs = [(r["val_psnr"], h["val_psnr"]) for r, h in zip(rows, run.history)]
+    say("replay vs trial, val_psnr per epoch (dB): " + ", ".join(f"{b:.2f}/{a:.2f}" for a, b in pairs))
+    gap = max(abs(a - b) for a, b in pairs)
+    say(f"largest difference {gap:.3f} dB over {len(pairs)} epochs"
+        + ("" if gap <= 0.3 else " -- warning: above 0.3 dB (another device, thread count or library version?)"))
+    return gap
 
 
 def write_validation(out, run, epoch, title):
@@ -172,11 +205,28 @@ def evidence(out, run, kept, row, infer_z):
     return psnr, z
 
 
+def starting_point(exp, row, trial_dir, space, config, epochs, from_checkpoint, overrides):
+    """How the winner is trained again: (config, the checkpoint state to continue or None, a PBT winner's
+    per-epoch schedule or None, its lineage's rows or None)."""
+    config["num_epoch"] = epochs or config["num_epoch"]
+    if from_checkpoint:
+        state = best_checkpoint(trial_dir, space.metric, space.mode)
+        if space.scheduler in PBT:  # the values PBT had given the checkpoint's trial by then
+            config = make_config({**state["config"], **overrides, "num_epoch": config["num_epoch"]})
+        config["num_epoch"] = max(config["num_epoch"], state["epoch"])
+        say(f"continuing the winner's best checkpoint (epoch {state['epoch']}) to epoch {config['num_epoch']}")
+        return config, state, None, None
+    if space.scheduler in PBT:
+        config, schedule, rows = replay_plan(exp, row, overrides, epochs)
+        return config, None, schedule, rows
+    return config, None, None, None
+
+
 def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None, from_checkpoint=False,
              infer_z=None, out=None, seeds=1, device="auto", overrides=None):
-    """Pick the winner of a search, retrain it (or continue its best checkpoint) with `overrides` of its config,
-    validate, predict the test videos and write the submission and its evidence into `out` (default
-    EXPERIMENT/best)."""
+    """Pick the winner of a search, retrain it (replay a PBT winner's schedule, or continue its best checkpoint)
+    with `overrides` of its config, validate, predict the test videos and write the submission and its evidence
+    into `out` (default EXPERIMENT/best)."""
     exp = Path(experiment) if experiment else newest_experiment(storage)
     record, row, trial_dir = winner(exp)
     space = record.space
@@ -186,29 +236,29 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
     check_out(out)
     check_writable(out.parent, "--out")
     params, config = winner_config(exp, space, row, trial_dir, overrides)
+    config, state, schedule, lineage_rows = starting_point(exp, row, trial_dir, space, config, epochs,
+                                                           from_checkpoint, overrides)
     data_root = Path(data_dir or record.data_dir)
     if not data_root.is_dir():
         raise UserError(f"{data_root}: the search's dataset is gone; pass --data with its new location")
     with stage("loading the data"):
         dataset = load_dataset(data_root, progress=TERMINAL)
-    config["num_epoch"] = epochs or config["num_epoch"]
-    state = None
-    if from_checkpoint:
-        state = best_checkpoint(trial_dir, space.metric, space.mode)
-        config["num_epoch"] = max(config["num_epoch"], state["epoch"])
-        say(f"continuing the winner's best checkpoint (epoch {state['epoch']}) to epoch {config['num_epoch']}")
     torch.set_num_threads(trial_threads(trial_dir, record))
     with staged_output(out) as tmp:
-        values, run, kept = retrain(config, dataset, pick_device(device), seeds, state)
-        if state is None:
+        values, run, kept = retrain(config, dataset, pick_device(device), seeds, state, schedule)
+        summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]),
+                   "searched": searched_values(space, params), "overrides": overrides}
+        if lineage_rows:
+            pd.DataFrame(lineage_rows).to_csv(tmp / "schedule.csv", index=False)
+            summary["replay"] = {"lineage": row["lineage"], "epochs": len(lineage_rows),
+                                 "largest_difference_db": compare_replay(lineage_rows, run)}
+        elif state is None:
             compare_with_trial(trial_dir, params, run, space.metric, changed=bool(overrides))
         psnr, z = evidence(tmp, run, kept, row, infer_z)
-        summary = {"experiment": str(exp), "trial_id": str(row["trial_id"]),
-                   "searched": searched_values(space, params), "overrides": overrides,
-                   "epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,
-                   "val_psnr": float(psnr.mean()), "val_psnr_600": float(psnr[:600].mean()),
-                   "seeds": {"n": seeds, "best_val_psnr": values, "mean": float(np.mean(values)),
-                             "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0}}
+        summary.update({"epochs": run.config["num_epoch"], "submitted_epoch": kept["epoch"], "infer_z": z,
+                        "val_psnr": float(psnr.mean()), "val_psnr_600": float(psnr[:600].mean()),
+                        "seeds": {"n": seeds, "best_val_psnr": values, "mean": float(np.mean(values)),
+                                  "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0}})
         if (data_root / "test_truth").is_dir():
             with stage("scoring against test_truth/"):
                 summary["score"] = score(tmp / "submission.csv", data_root / "test_truth")

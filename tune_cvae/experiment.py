@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from tune_cvae import DISK_ERRORS, UserError, report, say
 from tune_cvae.config import make_config
-from tune_cvae.space import Search, load_space, read_search
+from tune_cvae.space import PBT, Search, load_space, parse, read_search
 from tune_cvae.synthetic import resolve_data_dir
 
 
@@ -31,13 +31,16 @@ def new_experiment(space_name, data_dir, name, storage, seed, overrides=None, wa
     if max_epochs is not None:
         space.max_epochs = max_epochs
         space.grace_period = min(space.grace_period, max_epochs)
-    for key, value in overrides.items():  # searcher, scheduler, budget: their choices are checked by argparse
-        setattr(space, key, value)
+    if overrides or samples is not None or max_epochs is not None:  # checked with the rest of the space
+        space = parse({**space.to_dict(), **overrides}, f"{space.path} with the flags")
     name = name or f"{Path(space.path).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"  # 40 characters <= 160 bytes
     exp_dir = storage / name
     if exp_dir.exists():
         raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
     if warm_start is not None:
+        if space.scheduler in PBT:
+            raise UserError(f"--warm-start: scheduler {space.scheduler} draws its population at random, so an "
+                            f"earlier study has nothing to tell it; leave --warm-start out")
         warm_start = str(check_warm_start(warm_start, exp_dir, space))
     return exp_dir, Search(space, str(resolve_data_dir(data_dir)), seed, {}, warm_start)
 

@@ -212,3 +212,40 @@ def asha(curves, metric, rungs, max_epochs, path):
     return (f"{_trials(finished, 'finished')}, {_trials(len(stopped), 'stopped early', passive=True)} {where}.",
             f"All trials trained {used} epochs in total, against the {len(curves) * max_epochs} that "
             f"{len(curves)} full trials of {max_epochs} epochs would take.")
+
+
+def pbt_schedule(rows, trial_id, path):
+    """The schedule a PBT trial's weights trained with (rows: lineage.assemble's): the KL weight, the
+    teacher-forcing ratio and the lr per epoch, one panel each, val_psnr on the first; a dashed line at each
+    exploit, named after the trial whose weights were taken."""
+    plt = _pyplot()
+    epochs = _column(rows, "epoch")
+    fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
+    for ax, key, name, log in ((axes[0], "beta", "KL weight (beta)", True), (axes[1], "tfr", "teacher-forcing ratio",
+                               False), (axes[2], "lr", "learning rate", True)):
+        ax.step(epochs, _column(rows, key), "o-", where="mid", label=name)
+        ax.set_ylabel(name)
+        if log and all(v > 0 for v in _column(rows, key)):
+            ax.set_yscale("log")
+    psnr_ax = axes[0].twinx()
+    psnr_ax.plot(epochs, _column(rows, "val_psnr"), "^-", color="tab:red", label="val_psnr")
+    psnr_ax.set_ylabel("val_psnr (dB)")
+    owners = [r["trained_by"] for r in rows]
+    for i in range(1, len(rows)):
+        if owners[i] != owners[i - 1]:
+            for ax in axes:
+                ax.axvline(epochs[i] - 0.5, color="gray", ls="--", lw=1)
+            axes[2].annotate(f"took {owners[i - 1]}'s weights", (epochs[i] - 0.5, 0.05), xycoords=("data",
+                             "axes fraction"), fontsize=7, rotation=90, ha="right", va="bottom")
+    axes[0].set_title(f"Schedule learned by PBT: the weights of trial {trial_id}, epoch by epoch")
+    axes[0].legend(loc="upper left", fontsize=8)
+    psnr_ax.legend(loc="lower right", fontsize=8)
+    axes[2].set_xlabel("epoch (the trial that trained it: dashed lines mark exploits)")
+    _whole_epochs(axes[2])
+    _save(fig, path)
+    first, last = rows[0], rows[-1]
+    trainers = list(dict.fromkeys(owners))
+    return (f"Trial {trial_id}'s weights after epoch {last['epoch']} were trained by {len(trainers)} trial(s) in turn "
+            f"({' > '.join(trainers)}): {len(trainers) - 1} exploit(s) on their way.",
+            f"Its KL weight went from {first['beta']:.3g} to {last['beta']:.3g}, its teacher-forcing ratio from "
+            f"{first['tfr']:.3g} to {last['tfr']:.3g}, its lr from {first['lr']:.3g} to {last['lr']:.3g}.")

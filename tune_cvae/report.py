@@ -13,22 +13,37 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_cvae import cli
+from tune_cvae import cli, say
 from tune_cvae.config import best_of
-from tune_cvae.space import read_search
+from tune_cvae.lineage import LineageError, assemble, donors
+from tune_cvae.space import PBT, read_search
+
+
+EPOCHS_FILE = "epochs.jsonl"  # in a trial folder: every epoch's metrics, appended by the trainable
 
 
 def trial_results(trial_dir):
-    """The results a trial reported (its result.json), one dict per epoch in epoch order. A resumed trial trains
-    again the epochs after its last saved checkpoint, and Ray appends them again: the later report counts."""
+    """The results a trial reported, one dict per epoch in epoch order: the trainable's own epochs.jsonl, with
+    what Ray added to each (time_total_s, trial_id, config) from its result.json. Ray rewrites result.json when a
+    paused trial restarts (every PBT perturbation), losing earlier epochs; epochs.jsonl is only appended to. A
+    resumed trial trains again the epochs after its last saved checkpoint: the later report counts."""
     by_epoch = {}
-    path = Path(trial_dir) / "result.json"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                result = json.loads(line)
-                by_epoch[result.get("epoch", len(by_epoch) + 1)] = result
+    for name in (EPOCHS_FILE, "result.json"):
+        path = Path(trial_dir) / name
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    result = json.loads(line)
+                    epoch = result.get("epoch", len(by_epoch) + 1)
+                    by_epoch[epoch] = {**by_epoch.get(epoch, {}), **result}
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def schedule(exp_dir, trial_id, epoch):
+    """lineage.assemble over the experiment's result.json files: the KL weight, teacher-forcing ratio and lr that
+    PBT trial `trial_id`'s weights after `epoch` trained with, epoch by epoch, and who trained each."""
+    return assemble(trial_id, epoch, lambda who: {int(r["epoch"]): r for r in
+                                                  trial_results(Path(exp_dir) / f"trial_{who}")})
 
 
 FINISHED, STOPPED, DIVERGED, ERRORED, INTERRUPTED = "finished", "stopped early", "diverged (NaN)", "errored", \
@@ -94,12 +109,16 @@ def collect(exp_dir):
         status = trial_status(last, config.get("num_epoch", max_epochs), metric,
                               errored=(trial_dir / "error.txt").is_file(), cut=trial_id in cut)
         row = {"trial_id": trial_id, "status": status}
+        best = best_of(mode)(values) if values else float("nan")
+        best_epoch = next((int(r["epoch"]) for r in results if r.get(metric) == best), None) if values else None
+        if space.scheduler in PBT:  # the values of its best epoch (PBT changed them) and how its weights got there
+            at_best = next((r for r in results if r["epoch"] == best_epoch), last)
+            config = {**config, **at_best.get("config", {})}
+            row.update(lineage=at_best.get("lineage", ""), exploits=len(donors(at_best.get("lineage"))))
         for p in space.params:
             row[p] = config.get(p, "")  # empty where a condition excluded the parameter
         if "kl_anneal_type" not in space.params:
             row["kl_anneal_type"] = config.get("kl_anneal_type", "Cyclical")
-        best = best_of(mode)(values) if values else float("nan")
-        best_epoch = next((int(r["epoch"]) for r in results if r.get(metric) == best), None) if values else None
         row.update({"epochs": epochs, "best_epoch": best_epoch, f"best_{metric}": best,
                     f"last_{metric}": last.get(metric, float("nan")),
                     "val_psnr_600": last.get("val_psnr_600", float("nan")),
@@ -164,8 +183,7 @@ def _figures(exp_dir, table, out):
         return []
     results = {d: trial_results(exp_dir / d) for d in table.trial_dir}
     best = usable.iloc[0]
-    sections = [("Teacher forcing and the KL weight", "tfr.png",
-                 figures.tfr(results[best.trial_dir], best.trial_id, out / "tfr.png"))]
+    sections = _schedule_section(exp_dir, space, best, results[best.trial_dir], out)
     by_type = {}
     for kl_type in usable.kl_anneal_type.drop_duplicates():  # the table is ranked: the best type comes first
         group = usable[usable.kl_anneal_type == kl_type]
@@ -201,6 +219,22 @@ def _figures(exp_dir, table, out):
     sections.append(("Early stopping (ASHA)" if rungs else "Learning curves", "asha.png",
                      figures.asha(curves, metric, rungs, space.max_epochs, out / "asha.png")))
     return sections
+
+
+def _schedule_section(exp_dir, space, best, results, out):
+    """The best trial's teacher forcing and KL weight per epoch; under PBT the schedule its weights trained with,
+    across the trials of its lineage."""
+    from tune_cvae import figures
+    if space.scheduler not in PBT:
+        return [("Teacher forcing and the KL weight", "tfr.png", figures.tfr(results, best.trial_id,
+                                                                             out / "tfr.png"))]
+    try:
+        rows = schedule(exp_dir, best.trial_id, int(best.best_epoch))
+    except LineageError as e:  # a trial folder removed by hand: the rest of the report still stands
+        say(f"report: no PBT schedule figure: {e}")
+        return []
+    return [("Schedule learned by PBT", "pbt_schedule.png",
+             figures.pbt_schedule(rows, best.trial_id, out / "pbt_schedule.png"))]
 
 
 def _psnr_per_frame(exp_dir, best):
@@ -250,6 +284,11 @@ document.querySelectorAll("table.sortable th").forEach((th, i) => th.addEventLis
 
 def strategy(space):
     """The search's strategy in one sentence (the report's first line)."""
+    if space.scheduler in PBT:
+        return (f"Population Based Training ({'PB2' if space.scheduler == 'pb2' else 'PBT'}): {space.num_samples} "
+                f"trials drawn at random; every {space.pbt['interval']} epochs the bottom "
+                f"{space.pbt['quantile']:.0%} took the weights of a top trial and perturbed "
+                f"{', '.join(space.mutated)}.")
     proposer = {"tpe": "Optuna's TPE", "random": "random sampling"}[space.searcher]
     stopper = "ASHA stopping poor trials early" if space.scheduler == "asha" else "no early stopping"
     budget = f", until they had trained {space.budget} epochs in all" if space.budget else ""

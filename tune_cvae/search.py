@@ -22,15 +22,15 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune import Callback, Stopper
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import Searcher
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.search import BasicVariantGenerator, Searcher
 
 from tune_cvae import DISK_ERRORS, UserError, check_writable, report, say, write_whole
 from tune_cvae.config import best_of, make_config
 from tune_cvae.data import load_dataset
 from tune_cvae.experiment import (Interrupted, check_name, check_some_trial_worked, cut_trials, new_experiment,
                                   resume_command, warn_cpu_duration, written_table)
-from tune_cvae.space import SEARCH_FILE, DefineByRun, read_search, write_search
+from tune_cvae.space import PBT, SEARCH_FILE, DefineByRun, read_search, write_search
 from tune_cvae.train import check_dataset
 from tune_cvae.trainable import named_trial
 
@@ -109,20 +109,26 @@ def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
             raise UserError(f"{exp_dir}: Ray's saved state there cannot be read ({type(e).__name__}: "
                             f"{str(e)[:120]}); this search cannot be resumed") from None
     space = record.space
+    scheduler = _scheduler(space)  # before the folder: a scheduler that cannot be built leaves nothing behind
     exp_dir.mkdir(parents=True)
     write_search(exp_dir, record)
     LEDGERS.pop(str(exp_dir), None)  # an earlier search of this path in this process spent nothing of this one
-    return tune.Tuner(trainable, tune_config=tune.TuneConfig(
-        search_alg=_searcher(space, exp_dir, record.seed, record.warm_start), scheduler=_scheduler(space),
+    if space.scheduler in PBT:  # Ray's PBT refuses a searcher: its population is drawn from a param_space
+        search_alg, param_space = population(space, record.seed), space_domains(space)
+        keep = tune.CheckpointConfig(num_to_keep=space.pbt["interval"] + 1)  # the newest: a donor's stays there
+    else:  # until the trials that exploit it have loaded it (an older one kept for its score would not do)
+        search_alg, param_space = _searcher(space, exp_dir, record.seed, record.warm_start), None
+        keep = tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
+                                     checkpoint_score_order=space.mode)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(
+        search_alg=search_alg, scheduler=scheduler,
         num_samples=space.num_samples, max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
             stop=BudgetStop(exp_dir, space.budget) if space.budget else None,
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), StorageGuard(exp_dir, concurrent)]
             + ([StatusTable(space, exp_dir)] if verbose else []),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
-                                                    checkpoint_score_order=space.mode),
-            failure_config=tune.FailureConfig(max_failures=1)))
+            checkpoint_config=keep, failure_config=tune.FailureConfig(max_failures=1)))
 
 
 def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, samples=None,
@@ -147,10 +153,11 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     start_ray(address, num_cpus, dashboard)
     record.resources, concurrent = plan_resources(gpus, gpus_per_trial, cpus_per_trial, space.num_samples)
     warn_cpu_duration(space, record.resources, dataset, concurrent)
-    trainable = tune.with_resources(tune.with_parameters(named_trial(list(space.params)),
-                                                         arrays=dataset.as_arrays()), record.resources)
+    named = named_trial([p for p in space.params if p not in space.mutated])  # a name that PBT does not change
+    trainable = tune.with_resources(tune.with_parameters(named, arrays=dataset.as_arrays()), record.resources)
     say(f"TensorBoard: tensorboard --logdir {exp_dir}")
-    say(f"Optuna study: optuna-dashboard {exp_dir / report.JOURNAL}")
+    if space.scheduler not in PBT:
+        say(f"Optuna study: optuna-dashboard {exp_dir / report.JOURNAL}")
     tuner = build_tuner(exp_dir, record, trainable, concurrent, resume, verbose)
     say(f"search: {space.searcher} + {space.scheduler}, {space.num_samples} trials of up to {space.max_epochs} epochs"
         + (f" or {space.budget} trial-epochs in all" if space.budget else "") + f", {concurrent} at a time, "
@@ -454,7 +461,58 @@ def warm_trials(earlier, space):
     return kept
 
 
+def _domain(p):
+    """A parameter as a Ray Tune search domain (what PBT draws the population from and resamples)."""
+    if p["type"] == "categorical":
+        return tune.choice(p["choices"])
+    if p["type"] == "int":
+        return (tune.lograndint if p.get("log") else tune.randint)(p["low"], p["high"] + 1)
+    return (tune.loguniform if p.get("log") else tune.uniform)(p["low"], p["high"])
+
+
+def space_domains(space):
+    """A PBT search's param_space: the fixed values and num_epoch, each parameter as a domain."""
+    return {**space.fixed, "num_epoch": space.max_epochs, **{k: _domain(p) for k, p in space.params.items()}}
+
+
+def population(space, seed):
+    """The population: the space's points_to_evaluate, then random draws (seeded)."""
+    return BasicVariantGenerator(points_to_evaluate=list(space.points_to_evaluate) or None, random_state=seed)
+
+
+class Within:
+    """PBT's explore step, then each mutated value put back within its parameter's range (PBT multiplies by 0.8
+    or 1.2 without bounds). A class, so that Ray can pickle the scheduler with the experiment."""
+
+    def __init__(self, params):
+        self.bounds = {name: (p["low"], p["high"]) for name, p in params.items()}
+
+    def __call__(self, config):
+        for name, (low, high) in self.bounds.items():
+            config[name] = min(max(config[name], low), high)
+        return config
+
+
+def _pbt(space):
+    """Synchronous PBT (or PB2) on the epoch: every `interval` epochs, once the whole population has reached
+    it, the bottom quantile takes the checkpoints of the top one and perturbs the `mutate` values."""
+    mutated = {name: space.params[name] for name in space.mutated}
+    common = dict(time_attr="epoch", metric=space.metric, mode=space.mode, synch=True,
+                  perturbation_interval=space.pbt["interval"], quantile_fraction=space.pbt["quantile"],
+                  custom_explore_fn=Within(mutated), log_config=False)
+    if space.scheduler == "pb2":
+        try:
+            from ray.tune.schedulers.pb2 import PB2
+            return PB2(hyperparam_bounds={k: [p["low"], p["high"]] for k, p in mutated.items()}, **common)
+        except (ImportError, RuntimeError) as e:  # PB2's Gaussian process needs scikit-learn (and SciPy)
+            raise UserError(f"scheduler pb2: {e} (pip install scikit-learn), or use scheduler pbt") from None
+    return PopulationBasedTraining(hyperparam_mutations={k: _domain(p) for k, p in mutated.items()},
+                                   resample_probability=space.pbt["resample_probability"], **common)
+
+
 def _scheduler(space):
+    if space.scheduler in PBT:
+        return _pbt(space)
     if space.scheduler == "none":
         return FIFOScheduler()  # every trial trains its max_epochs (or until the budget ends it)
     return ASHAScheduler(time_attr="epoch", metric=space.metric, mode=space.mode, max_t=space.max_epochs,

@@ -7,7 +7,7 @@
     grace_period: 5             # ASHA: epochs before a trial can be stopped
     reduction_factor: 3
     searcher: tpe               # tpe (Optuna's TPE) or random (Optuna's RandomSampler)
-    scheduler: asha             # asha (early stopping) or none (every trial trains max_epochs)
+    scheduler: asha             # asha (early stopping), none (every trial trains max_epochs), pbt or pb2 (below)
     budget: 200                 # optional: stop once the trials have trained this many epochs in all
     fixed: {F_dim: 128}         # config values every trial shares
     params:
@@ -19,6 +19,17 @@
 
 A parameter with `when` is suggested only when every named (earlier) parameter has the given value (or one of
 a list of values); otherwise it is absent from the trial's config and the run uses the default.
+
+Population Based Training (`scheduler: pbt`, or `pb2` for its Gaussian-process explorer): num_samples trials
+train side by side; every `interval` epochs the bottom `quantile` takes the weights of a trial of the top one and
+its values, with the `mutate` parameters perturbed (x0.8 or x1.2 within their range, or redrawn with
+`resample_probability`). There the KL weight, the teacher-forcing ratio and the lr are values a trial holds
+(kl_anneal_type None, no teacher-forcing decay, no LR schedule), so what PBT changes is the schedule:
+
+    scheduler: pbt
+    pbt: {interval: 2, quantile: 0.25, resample_probability: 0.25, mutate: [kl_beta_max, tfr, lr]}
+
+The population is drawn at random (Ray's PBT takes no searcher: searcher random), without `when` conditions.
 """
 import itertools
 from dataclasses import asdict, dataclass, field
@@ -32,8 +43,11 @@ from tune_cvae.config import DEFAULTS, METRICS, MODEL_SIZES, OPTIONS, ConfigErro
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SEARCH_FILE = "search.yaml"  # in an experiment folder: the space, the dataset folder, the seed, trial resources
 TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
-            "points_to_evaluate", "retrain", "description", "searcher", "scheduler", "budget"}
-SEARCHERS, SCHEDULERS = ("tpe", "random"), ("asha", "none")
+            "points_to_evaluate", "retrain", "description", "searcher", "scheduler", "budget", "pbt"}
+SEARCHERS, SCHEDULERS, PBT = ("tpe", "random"), ("asha", "none", "pbt", "pb2"), ("pbt", "pb2")
+PBT_HOLDS = {"kl_anneal_type": "None", "tfr_d_step": 0.0, "lr_scheduler": "none"}  # the values a PBT trial holds
+PBT_SCHEDULE_KEYS = {"kl_anneal_cycle", "kl_anneal_ratio", "tfr_sde", "milestones", "gamma", *PBT_HOLDS}
+PBT_KEYS = {"interval", "quantile", "resample_probability", "mutate"}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
               "categorical": {"type", "choices", "when"}}
 
@@ -80,6 +94,12 @@ class Space:
     searcher: str = "tpe"
     scheduler: str = "asha"
     budget: int = None  # trial-epochs after which the search ends (None: num_samples trials decide)
+    pbt: dict = None  # PBT's settings (interval, quantile, resample_probability, mutate); used by pbt and pb2
+
+    @property
+    def mutated(self):
+        """The parameters PBT changes while trials train (none under another scheduler)."""
+        return list(self.pbt["mutate"]) if self.scheduler in PBT else []
 
     def active(self, name, values):
         """Is parameter `name` suggested, given the values chosen so far?"""
@@ -195,6 +215,9 @@ def parse(raw, path="<space>"):
     _need(isinstance(fixed, dict), path, "fixed", "must be a mapping of config keys to values")
     params = raw.get("params") or {}
     _need(isinstance(params, dict) and params, path, "params", "empty space: name at least one parameter")
+    strategy = _strategy(raw, path)
+    if strategy["pbt"]:
+        fixed = _pbt_fixed(path, fixed, params, strategy["pbt"]["mutate"], strategy["scheduler"] in PBT)
     for name in fixed:
         _need(name != "num_epoch", path, f"fixed.{name}", "set max_epochs instead")
     try:
@@ -208,7 +231,7 @@ def parse(raw, path="<space>"):
     num_samples = _int(raw, path, "num_samples")
     space = Space(path, metric, mode, num_samples, max_epochs, grace,
                   _int(raw, path, "reduction_factor", 3, low=2), fixed, params,
-                  retrain=_check_retrain(path, raw.get("retrain") or {}, fixed), **_strategy(raw, path))
+                  retrain=_check_retrain(path, raw.get("retrain") or {}, fixed), **strategy)
     points = raw.get("points_to_evaluate") or []
     _need(isinstance(points, list), path, "points_to_evaluate", "must be a list of mappings")
     _need(len(points) <= num_samples, path, "points_to_evaluate",
@@ -219,12 +242,60 @@ def parse(raw, path="<space>"):
 
 
 def _strategy(raw, path):
-    """searcher, scheduler and budget: how the search proposes trials, stops them early, and when it ends."""
-    searcher, scheduler = raw.get("searcher", "tpe"), raw.get("scheduler", "asha")
-    _need(searcher in SEARCHERS, path, "searcher", f"must be one of {', '.join(SEARCHERS)}, got {searcher!r}")
+    """searcher, scheduler, budget and PBT's settings: how the search proposes trials, stops (or, under PBT,
+    exploits) them, and when it ends."""
+    scheduler = raw.get("scheduler", "asha")
     _need(scheduler in SCHEDULERS, path, "scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    searcher = raw.get("searcher", "random" if scheduler in PBT else "tpe")
+    _need(searcher in SEARCHERS, path, "searcher", f"must be one of {', '.join(SEARCHERS)}, got {searcher!r}")
     budget = _int(raw, path, "budget") if raw.get("budget") is not None else None
-    return {"searcher": searcher, "scheduler": scheduler, "budget": budget}
+    pbt = _check_pbt(raw, path) if raw.get("pbt") is not None or scheduler in PBT else None
+    if scheduler in PBT:
+        _need(searcher == "random", path, "searcher", f"scheduler {scheduler} draws its population at random (Ray's "
+              f"PBT takes no searcher): write searcher: random or leave it out (and no --searcher {searcher})")
+        _need(budget is None, path, "budget", f"scheduler {scheduler} trains its num_samples trials max_epochs each; "
+              f"set those instead of a budget")
+    return {"searcher": searcher, "scheduler": scheduler, "budget": budget, "pbt": pbt}
+
+
+def _check_pbt(raw, path):
+    """`pbt: {interval, quantile, resample_probability, mutate}`, checked and with its defaults."""
+    settings = raw.get("pbt") or {}
+    _need(isinstance(settings, dict), path, "pbt", f"must be a mapping with {', '.join(sorted(PBT_KEYS))}")
+    for key in settings:
+        _need(key in PBT_KEYS, path, f"pbt.{key}", f"unknown key (known: {', '.join(sorted(PBT_KEYS))})")
+    interval = _int({"pbt.interval": settings.get("interval", 2)}, path, "pbt.interval")
+    _need(interval <= raw.get("max_epochs", 0), path, "pbt.interval", f"{interval} epochs: more than max_epochs")
+    out = {"interval": interval, "mutate": settings.get("mutate", ["kl_beta_max", "tfr", "lr"])}
+    for key, default, high in (("quantile", 0.25, 0.5), ("resample_probability", 0.25, 1.0)):
+        value = settings.get(key, default)
+        _need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= high
+              and (value > 0 or key != "quantile"), path, f"pbt.{key}", f"must be a number in (0, {high}], "
+              f"got {value!r}")
+        out[key] = float(value)
+    _need(isinstance(out["mutate"], list) and out["mutate"], path, "pbt.mutate", "must be a non-empty list")
+    return out
+
+
+def _pbt_fixed(path, fixed, params, mutate, active):
+    """The fixed values with PBT_HOLDS added: the mutated parameters must be searched float ranges among
+    kl_beta_max, tfr and lr, and nothing else may schedule them."""
+    for name in mutate:
+        _need(name in ("kl_beta_max", "tfr", "lr"), path, "pbt.mutate", f"{name!r}: PBT changes kl_beta_max, tfr "
+              f"and lr (the values a trial holds between epochs)")
+        _need(params.get(name, {}).get("type") == "float", path, "pbt.mutate",
+              f"{name!r} must be a float parameter under params (its range bounds PBT's changes)")
+    if not active:
+        return fixed
+    for name, p in params.items():
+        _need(name not in PBT_SCHEDULE_KEYS, path, f"params.{name}", "under PBT the KL weight, teacher-forcing "
+              "ratio and lr are held and changed by PBT (kl_beta_max, tfr, lr): leave their schedules out")
+        _need(not isinstance(p, dict) or "when" not in p, path, f"params.{name}.when",
+              "PBT draws its population at random, without conditions")
+    for name, value in fixed.items():
+        _need(name not in PBT_SCHEDULE_KEYS or PBT_HOLDS.get(name) == value, path, f"fixed.{name}",
+              f"under PBT it is {PBT_HOLDS.get(name, 'unused')} (PBT changes kl_beta_max, tfr and lr itself)")
+    return {**fixed, **PBT_HOLDS}
 
 
 def _check_retrain(path, retrain, fixed):

@@ -99,7 +99,7 @@ class Run:
         self.sched = make_lr_scheduler(self.opt, self.config)
         self.rng = random.Random(self.config["seed"])          # the per-epoch teacher-forcing draw
         self.shuffle_gen = torch.Generator().manual_seed(self.config["seed"])
-        self.epoch, self.history = 0, []
+        self.epoch, self.history, self.name = 0, [], ""  # name: who trains it (a trial id), recorded per epoch
         self.val_strip = self.val_psnr = None  # the last validation's image strip and PSNR per frame
         self.train_step = choose_step(self)
         self.frame_fn = compiled(next_frame, self.config, self.device) if self.config["compile"] else None
@@ -109,12 +109,16 @@ class Run:
         return {key: read(self) for key, (read, _) in STATE.items()}
 
     def load_state(self, state):
+        """Continue from `state`. Without an LR schedule the lr is this run's config value, not the optimiser
+        state's: under PBT the state is another trial's and the config carries the perturbed lr."""
         try:
             for key, (_, write) in STATE.items():
                 if write is not None:
                     write(self, state[key])
         except (RuntimeError, ValueError, TypeError, KeyError) as e:
             raise UserError(f"the checkpoint does not fit its own config ({str(e).splitlines()[0][:160]})") from None
+        if self.config["lr_scheduler"] == "none":
+            hold(self, {"lr": self.config["lr"]})
 
     def autocast(self):
         """bf16 autocast with precision 'bf16' (weights, optimiser state and losses stay float32)."""
@@ -126,19 +130,36 @@ class Run:
             return rollout(self.model, first_frame, labels, infer_z, generator, frame_fn=self.frame_fn).float()
 
 
+HELD = ("kl_beta_max", "tfr", "lr")  # what PBT changes between epochs (a PBT space holds them constant otherwise)
+
+
+def hold(run, values):
+    """From the next epoch on, train with `values` of HELD keys: in the config (what kl_beta and
+    teacher_forcing_ratio read) and, for lr, in the optimiser and as the LR schedule's base (so that no
+    schedule step brings the old value back)."""
+    run.config.update(values)
+    if "lr" in values:
+        for group in run.opt.param_groups:
+            group["lr"] = group["initial_lr"] = values["lr"]
+        run.sched.base_lrs = [values["lr"]] * len(run.opt.param_groups)
+
+
 def train_steps(run, batches, beta, teacher_forcing, bar=None):
     """The run's training step over `batches` (B clip starts per row). Returns the sums of (loss, mse, kl) on the
-    device and the number of optimiser steps; the host waits for the device only every CHECK_EVERY batches."""
+    device, the number of optimiser steps and the first step's mse (the weights the epoch started from: under PBT,
+    the evidence that an exploiting trial trains its donor's); the host waits for the device only every
+    CHECK_EVERY batches."""
     offsets = torch.arange(run.config["train_vi_len"], device=run.device)
     beta_t = torch.tensor(beta, device=run.device)  # a tensor: a compiled step does not recompile per value
     run.model.train()
-    sums, n_steps = torch.zeros(3, device=run.device), 0
+    sums, n_steps, first = torch.zeros(3, device=run.device), 0, None
     for b, starts in enumerate(batches.to(run.device)):
         idx = starts[:, None] + offsets
         img = run.dataset.train_img[idx].float() / 255
         label = run.dataset.train_label[idx].float() / 255
         for losses in run.train_step(img, label, beta_t, teacher_forcing):
             sums += torch.stack(losses).detach().float()
+            first = sums[1].clone() if first is None else first
             n_steps += 1
         if bar is not None:
             bar.update(1)
@@ -148,7 +169,7 @@ def train_steps(run, batches, beta, teacher_forcing, bar=None):
                 raise FloatingPointError(f"epoch {run.epoch + 1}: the loss became {mean[0]} by batch {b + 1}")
             if bar is not None:
                 bar.set_postfix(loss=f"{mean[0]:.4g}", beta=f"{beta:.2f}", tf=int(teacher_forcing))
-    return sums, n_steps
+    return sums, n_steps, first
 
 
 def epoch_batches(run, epoch):
@@ -172,7 +193,7 @@ def train_epoch(run, progress=False):
     t0 = time.perf_counter()
     with tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config['num_epoch']}", leave=False,
               disable=not progress, unit="batch", file=sys.stderr) as bar:
-        sums, n_steps = train_steps(run, batches, beta, teacher_forcing, bar)
+        sums, n_steps, first_mse = train_steps(run, batches, beta, teacher_forcing, bar)
     train_s = time.perf_counter() - t0
     run.sched.step()
     run.epoch += 1
@@ -182,21 +203,27 @@ def train_epoch(run, progress=False):
                "beta": beta, "tfr": teacher_forcing_ratio(epoch, config), "teacher_forcing": teacher_forcing,
                "lr": lr, "val_psnr": run.val_psnr.mean().item(), "val_psnr_600": run.val_psnr[:600].mean().item(),
                "train_frames_per_s": batches.numel() * config["train_vi_len"] / max(train_s, 1e-9),
-               "epoch_s": time.perf_counter() - t0, "threads": torch.get_num_threads()}
+               "epoch_s": time.perf_counter() - t0, "threads": torch.get_num_threads(),
+               "first_mse": float("nan") if first_mse is None else first_mse.item(), "trained_by": run.name}
     run.history.append(metrics)
     return metrics
 
 
-def train(config, dataset, device="cpu", state=None, on_epoch=None, progress=False):
+def train(config, dataset, device="cpu", state=None, on_epoch=None, progress=False, schedule=None, name=""):
     """Train to config['num_epoch'] (continuing from `state` if given); `on_epoch(metrics, run)` after each
-    epoch. Returns (final metrics, with `diverged` set when the loss stopped being finite; the Run)."""
+    epoch; `schedule`: per epoch the HELD values to train it with (a PBT trial's replay; past its end the last
+    ones); `name`: who trained each epoch (its `trained_by`, a PBT trial's lineage). Returns (final metrics,
+    with `diverged` set when the loss stopped being finite; the Run)."""
     run = Run(config, dataset, device)
+    run.name = name
     if state is not None:
         run.load_state(state)
     metrics = {}
     epochs = tqdm(total=run.config["num_epoch"], initial=run.epoch, desc="training", unit="epoch",
                   disable=not progress, file=sys.stderr)
     while run.epoch < run.config["num_epoch"]:
+        if schedule:
+            hold(run, schedule[min(run.epoch, len(schedule) - 1)])
         try:
             metrics = train_epoch(run, progress)
         except FloatingPointError as err:

@@ -1,5 +1,6 @@
 """The Ray Tune function trainable around train.py: restore, train, report every epoch with a checkpoint."""
 import functools
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -10,10 +11,13 @@ from ray import tune
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from tune_cvae import say
 from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
 from tune_cvae.data import Lab4Data
+from tune_cvae.lineage import lineage
+from tune_cvae.report import EPOCHS_FILE
 from tune_cvae.space import label
-from tune_cvae.train import STRIP_FRAMES, train
+from tune_cvae.train import HELD, STRIP_FRAMES, train
 
 TB_SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s")
 STATE_FILE = "state.pt"
@@ -66,19 +70,24 @@ def train_trial(config, arrays, searched=()):
         with checkpoint.as_directory() as d:
             state = load_checkpoint(Path(d) / STATE_FILE)
     node = ray.get_runtime_context().get_node_id()
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    writer = tensorboard_run(trial_dir, tune.get_context().get_trial_id(), config, searched)
+    trial_dir, trial_id = Path(tune.get_context().get_trial_dir()), tune.get_context().get_trial_id()
+    if state and state["history"] and state["history"][-1].get("trained_by") not in (trial_id, None):
+        say(f"PBT exploit: continuing trial {state['history'][-1]['trained_by']}'s weights of epoch {state['epoch']}"
+            f" with " + " ".join(f"{k}={config[k]:.3g}" for k in HELD))
+    writer = tensorboard_run(trial_dir, trial_id, config, searched)
 
     def report(metrics, run):
         write_epoch(writer, metrics, run.val_strip)
         lines = "frame,psnr\n" + "".join(f"{i},{v:.4f}\n" for i, v in enumerate(run.val_psnr.tolist(), 1))
         (trial_dir / "val_psnr_per_frame.csv").write_text(lines)  # the report's figure of the last validation
+        result = {**metrics, "lineage": lineage(run.history), "node_id": node, "device": device}
+        with open(trial_dir / EPOCHS_FILE, "a") as f:  # the report's record (Ray may rewrite result.json)
+            f.write(json.dumps({**result, "config": run.config}) + "\n")
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(run.state(), Path(d) / STATE_FILE)
-            tune.report({**metrics, "node_id": node, "device": device},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
 
-    final, _ = train(config, dataset, device, state, report)
+    final, _ = train(config, dataset, device, state, report, name=trial_id)
     if final.get("diverged"):  # a NaN result: ASHA and Optuna see it as a failed configuration
         tune.report({**final, "epoch": final["epoch"] + 1, "node_id": node, "device": device})
     writer.close()
