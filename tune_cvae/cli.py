@@ -72,8 +72,9 @@ def bench_flags(p):
                                      help="search strategies raced at equal budget (trial-epochs) over seeds"))
 
 
-# searcher[+asha][+start] (race.py reads a name so), and the default configuration alone, trained for the budget
-STRATEGY_NAMES = ("tpe+asha", "random+asha", "tpe", "random", "tpe+asha+start", "random+start", "default config")
+# searcher[+asha][+start] (race.py reads a name so), PBT over --pbt-space, and the default configuration alone
+STRATEGY_NAMES = ("tpe+asha", "random+asha", "tpe", "random", "tpe+asha+start", "random+start", "pbt",
+                  "default config")
 
 
 def _strategies(text):
@@ -89,6 +90,8 @@ def search_race_flags(r):
                                                 "seed 7, data the spaces were not tuned on)")
     r.add_argument("--out", default="bench_search", help="folder for the dataset, the searches and the tables")
     r.add_argument("--space", default="demo.yaml", help="the space whose values the strategies search")
+    r.add_argument("--pbt-space", default="demo_pbt.yaml", help="the space of the pbt strategy: its population "
+                                                                "trains budget / num_samples epochs each")
     r.add_argument("--model", choices=["small", "space"], default="small",
                    help="small: F_dim 16, L_dim 4, N_dim 4, D_out_dim 16 on 10%% of the training list per epoch "
                         "(sized for 2 CPU cores); space: the space's own fixed values")

@@ -31,6 +31,8 @@ def new_experiment(space_name, data_dir, name, storage, seed, overrides=None, wa
     if max_epochs is not None:
         space.max_epochs = max_epochs
         space.grace_period = min(space.grace_period, max_epochs)
+    if overrides.get("scheduler") in PBT:
+        overrides.setdefault("searcher", "random")  # PBT's population is drawn at random (it takes no searcher)
     if overrides or samples is not None or max_epochs is not None:  # checked with the rest of the space
         space = parse({**space.to_dict(), **overrides}, f"{space.path} with the flags")
     name = name or f"{Path(space.path).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"  # 40 characters <= 160 bytes

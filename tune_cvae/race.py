@@ -9,6 +9,9 @@ many epochs in all; run_search.py --budget), and K independent searches (seeds 0
     random          random search without early stopping: the classic baseline
     tpe+asha+start  the default with the space's hand-written start points (points_to_evaluate), as users run it
     random+start    random search with the start points
+    pbt             Population Based Training over --pbt-space (demo_pbt.yaml): its population of num_samples
+                    trials trains budget / num_samples epochs each, exploiting and perturbing the KL weight,
+                    teacher-forcing ratio and lr
     default config  the space's first start point (the template's default configuration) trained for the whole
                     budget, one run per seed
 
@@ -48,6 +51,14 @@ def race_space(space, strategy, budget):
     searcher, scheduler, start = parts[0], "asha" if "asha" in parts else "none", "start" in parts
     return {**space.to_dict(), "searcher": searcher, "scheduler": scheduler, "budget": budget,
             "num_samples": budget, "points_to_evaluate": space.points_to_evaluate if start else []}
+
+
+def pbt_race_space(pbt_space, budget):
+    """The pbt strategy's space: its population trains budget / population epochs each (the same trial-epochs as
+    the others), perturbing at most every max_epochs."""
+    max_epochs = max(1, budget // pbt_space.num_samples)
+    return {**pbt_space.to_dict(), "max_epochs": max_epochs, "grace_period": 1,
+            "pbt": {**pbt_space.pbt, "interval": min(pbt_space.pbt["interval"], max_epochs)}}
 
 
 def default_space(space, budget, seeds):
@@ -95,7 +106,7 @@ def curve(trial_dirs, metric, mode):
     """Best value so far after each trial-epoch, the search's results in the order they came: a list with one
     value per trial-epoch spent (NaN until a finite one came)."""
     results = [r for d in trial_dirs for r in report.trial_results(d)]
-    results.sort(key=lambda r: (r.get("timestamp", 0), r.get("time_total_s", 0)))
+    results.sort(key=lambda r: (r.get("wall_time") or r.get("timestamp", 0), r.get("time_total_s", 0)))
     best, out = math.nan, []
     for r in results:
         value = r.get(metric)
@@ -223,24 +234,27 @@ def prepare(out, data_dir, quick):
 
 
 def plan(args):
-    """(space, budget, seeds) of the race from its flags; --quick shrinks everything for a test."""
-    space = load_space(args.space)
+    """(space, PBT's space, budget, seeds) of the race from its flags; --quick shrinks everything for a test."""
+    space, pbt_space = load_space(args.space), load_space(args.pbt_space)
+    if pbt_space.scheduler not in ("pbt", "pb2"):
+        raise UserError(f"--pbt-space {args.pbt_space}: scheduler {pbt_space.scheduler}, not pbt or pb2")
     if args.model == "small":
         space.fixed.update(SMALL_MODEL)
+        pbt_space.fixed.update(SMALL_MODEL)
     space.max_epochs = QUICK["max_epochs"] if args.quick else (args.max_epochs or space.max_epochs)
     space.grace_period = min(space.grace_period, space.max_epochs)
     budget = QUICK["budget"] if args.quick else args.budget
     if budget < space.max_epochs:
         raise UserError(f"--budget {budget}: less than one trial of max_epochs={space.max_epochs}")
     seeds = list(range(QUICK["seeds"] if args.quick else args.seeds))
-    return space, budget, seeds
+    return space, pbt_space, budget, seeds
 
 
 def race(args):
     """Every strategy's searches, seed after seed, then the tables and the figure; returns the summary."""
     from tune_cvae.data import load_dataset
     out = Path(args.out).expanduser().resolve()
-    space, budget, seeds = plan(args)
+    space, pbt_space, budget, seeds = plan(args)
     strategies = [s for s in STRATEGY_NAMES if s in args.strategies and s != DEFAULT_CONFIG]
     dataset = load_dataset(prepare(out, args.data, args.quick), progress=False)  # checked before OUT is made
     out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +268,8 @@ def race(args):
         for strategy in strategies:
             n += 1
             name = f"{strategy.replace('+', '-')}-seed{seed}"
-            exp, wall = run_search(race_space(space, strategy, budget), name, out, dataset.root, seed, args.cpus)
+            raw = pbt_race_space(pbt_space, budget) if strategy == "pbt" else race_space(space, strategy, budget)
+            exp, wall = run_search(raw, name, out, dataset.root, seed, args.cpus)
             runs.append(measure(exp, wall, strategy, seed, dataset, truth))
             say(f"[{n}/{total}] {_line(runs[-1][0], space.metric)}")
     if DEFAULT_CONFIG in args.strategies:

@@ -122,7 +122,8 @@ def collect(exp_dir):
         row.update({"epochs": epochs, "best_epoch": best_epoch, f"best_{metric}": best,
                     f"last_{metric}": last.get(metric, float("nan")),
                     "val_psnr_600": last.get("val_psnr_600", float("nan")),
-                    "wall_s": round(last.get("time_total_s", 0.0), 1), "trial_dir": trial_dir.name})
+                    "wall_s": round(last.get("time_total_s") or sum(r.get("epoch_s", 0) for r in results), 1),
+                    "trial_dir": trial_dir.name})
         if metric != "val_psnr":
             row["last_val_psnr"] = last.get("val_psnr", float("nan"))
         rows.append(row)

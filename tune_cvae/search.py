@@ -22,7 +22,9 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune import Callback, Stopper
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.schedulers.pb2 import PB2
 from ray.tune.search import BasicVariantGenerator, Searcher
 
 from tune_cvae import DISK_ERRORS, UserError, check_writable, report, say, write_whole
@@ -493,6 +495,29 @@ class Within:
         return config
 
 
+class GoesOn:
+    """Synchronous PBT waits for every live trial to reach the next perturbation point before any goes on. After
+    --resume (Ray saves no scheduler's state: PBT starts again from nothing) or a trial that ended without a result,
+    that point can lie behind every waiting trial, and nothing would run again. When nothing runs, the waiting
+    trial furthest behind goes on."""
+
+    def choose_trial_to_run(self, tune_controller):
+        chosen = super().choose_trial_to_run(tune_controller)
+        trials = tune_controller.get_trials()
+        if chosen is None and not any(t.status == Trial.RUNNING for t in trials):
+            waiting = [t for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)]
+            chosen = min(waiting, key=lambda t: self._trial_state[t].last_train_time, default=None)
+        return chosen
+
+
+class SyncPBT(GoesOn, PopulationBasedTraining):
+    pass
+
+
+class SyncPB2(GoesOn, PB2):
+    pass
+
+
 def _pbt(space):
     """Synchronous PBT (or PB2) on the epoch: every `interval` epochs, once the whole population has reached
     it, the bottom quantile takes the checkpoints of the top one and perturbs the `mutate` values."""
@@ -502,11 +527,10 @@ def _pbt(space):
                   custom_explore_fn=Within(mutated), log_config=False)
     if space.scheduler == "pb2":
         try:
-            from ray.tune.schedulers.pb2 import PB2
-            return PB2(hyperparam_bounds={k: [p["low"], p["high"]] for k, p in mutated.items()}, **common)
-        except (ImportError, RuntimeError) as e:  # PB2's Gaussian process needs scikit-learn (and SciPy)
+            return SyncPB2(hyperparam_bounds={k: [p["low"], p["high"]] for k, p in mutated.items()}, **common)
+        except RuntimeError as e:  # PB2's Gaussian process needs scikit-learn
             raise UserError(f"scheduler pb2: {e} (pip install scikit-learn), or use scheduler pbt") from None
-    return PopulationBasedTraining(hyperparam_mutations={k: _domain(p) for k, p in mutated.items()},
+    return SyncPBT(hyperparam_mutations={k: _domain(p) for k, p in mutated.items()},
                                    resample_probability=space.pbt["resample_probability"], **common)
 
 

@@ -284,7 +284,8 @@ def _pbt_fixed(path, fixed, params, mutate, active):
         _need(name in ("kl_beta_max", "tfr", "lr"), path, "pbt.mutate", f"{name!r}: PBT changes kl_beta_max, tfr "
               f"and lr (the values a trial holds between epochs)")
         _need(params.get(name, {}).get("type") == "float", path, "pbt.mutate",
-              f"{name!r} must be a float parameter under params (its range bounds PBT's changes)")
+              f"{name!r} must be a float parameter under params (its range bounds PBT's changes), as in "
+              f"demo_pbt.yaml and kl_tfr_pbt.yaml")
     if not active:
         return fixed
     for name, p in params.items():

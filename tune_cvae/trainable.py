@@ -3,6 +3,7 @@ import functools
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -58,6 +59,20 @@ def tensorboard_run(trial_dir, trial_id, config, searched):
     return writer
 
 
+def recover_epochs(trial_dir):
+    """Put the storage's epochs.jsonl back into a fresh working copy of the trial folder: a resumed search runs in
+    a new Ray session, whose copy starts empty and would replace the stored record at its next upload."""
+    local = trial_dir / EPOCHS_FILE
+    if local.exists():
+        return
+    storage = tune.get_context().get_storage()
+    try:
+        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/{EPOCHS_FILE}") as f:
+            local.write_bytes(f.read())
+    except FileNotFoundError:  # the trial's first start
+        pass
+
+
 def train_trial(config, arrays, searched=()):
     """One trial: `arrays` is the dataset decoded once on the driver and shared through the object store."""
     cpus, gpus = _resources()
@@ -74,6 +89,7 @@ def train_trial(config, arrays, searched=()):
     if state and state["history"] and state["history"][-1].get("trained_by") not in (trial_id, None):
         say(f"PBT exploit: continuing trial {state['history'][-1]['trained_by']}'s weights of epoch {state['epoch']}"
             f" with " + " ".join(f"{k}={config[k]:.3g}" for k in HELD))
+    recover_epochs(trial_dir)
     writer = tensorboard_run(trial_dir, trial_id, config, searched)
 
     def report(metrics, run):
@@ -82,7 +98,7 @@ def train_trial(config, arrays, searched=()):
         (trial_dir / "val_psnr_per_frame.csv").write_text(lines)  # the report's figure of the last validation
         result = {**metrics, "lineage": lineage(run.history), "node_id": node, "device": device}
         with open(trial_dir / EPOCHS_FILE, "a") as f:  # the report's record (Ray may rewrite result.json)
-            f.write(json.dumps({**result, "config": run.config}) + "\n")
+            f.write(json.dumps({**result, "config": run.config, "wall_time": time.time()}) + "\n")
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(run.state(), Path(d) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
