@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast bench-quality bench-speed bench-search venv constraints
+.PHONY: demo demo-pbt test test-fast bench-quality bench-speed bench-search venv constraints
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -22,6 +22,12 @@ constraints:
 # says (8 epochs, cosine LR) and its submission
 demo: $(VENV)/.installed
 	$(PY) run_search.py --space demo.yaml
+	$(PY) run_best.py
+
+# Population Based Training on the built-in data (a population of 4, small model, 8 epochs), then the winner's
+# learned schedule replayed from scratch and its submission
+demo-pbt: $(VENV)/.installed
+	$(PY) run_search.py --space demo_pbt.yaml
 	$(PY) run_best.py
 
 # the full suite (CI runs this)

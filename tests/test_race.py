@@ -122,12 +122,14 @@ def test_warm_start_from_a_folder_without_a_study_is_one_line(tmp_path):
 
 def test_the_race_gives_each_strategy_its_searcher_scheduler_and_start_points():
     space = load_space("demo.yaml")
-    for name in cli.STRATEGY_NAMES[:-1]:
+    for name in cli.STRATEGY_NAMES[:-2]:
         raw = race.race_space(space, name, 32)
         parsed = parse(raw)
         assert (parsed.searcher, parsed.scheduler, parsed.budget) == (
             name.split("+")[0], "asha" if "asha" in name else "none", 32)
         assert bool(parsed.points_to_evaluate) == name.endswith("+start")
+    pbt = parse(race.pbt_race_space(load_space("demo_pbt.yaml"), 32))  # 4 trials x 8 epochs = the same budget
+    assert (pbt.scheduler, pbt.num_samples, pbt.max_epochs, pbt.pbt["interval"]) == ("pbt", 4, 8, 2)
     default = parse(race.default_space(space, 32, [0, 1, 2]))
     assert default.max_epochs == 32 and default.scheduler == "none" and default.num_samples == 3
     assert {**default.fixed, "seed": 0} == {**space.fixed, **space.points_to_evaluate[0], "seed": 0}
@@ -162,7 +164,8 @@ def test_the_quick_race_runs_every_strategy_and_run_best_works_on_each(ray_clust
         strategy = yaml.safe_load((exp / "search.yaml").read_text())["space"]
         assert (exp / "trials.csv").is_file() and (exp / "report" / "index.html").is_file(), exp
         first = (exp / "report" / "index.md").read_text().splitlines()[2]
-        assert ("random sampling" if strategy["searcher"] == "random" else "TPE") in first, first
+        assert ("Population Based Training" if strategy["scheduler"] == "pbt" else
+                "random sampling" if strategy["searcher"] == "random" else "TPE") in first, first
         assert ("ASHA" in first) == (strategy["scheduler"] == "asha"), first
         out, summary = run_best(experiment=exp, epochs=1, from_checkpoint=True, out=exp / "best")
         assert (out / "submission.csv").is_file() and "score" in summary, (exp, strategy["searcher"])

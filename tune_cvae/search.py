@@ -117,7 +117,7 @@ def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
     LEDGERS.pop(str(exp_dir), None)  # an earlier search of this path in this process spent nothing of this one
     if space.scheduler in PBT:  # Ray's PBT refuses a searcher: its population is drawn from a param_space
         search_alg, param_space = population(space, record.seed), space_domains(space)
-        keep = tune.CheckpointConfig(num_to_keep=space.pbt["interval"] + 1)  # the newest: a donor's stays there
+        keep = tune.CheckpointConfig(num_to_keep=space.pbt["interval"] + 2)  # the newest: a donor's stays there
     else:  # until the trials that exploit it have loaded it (an older one kept for its score would not do)
         search_alg, param_space = _searcher(space, exp_dir, record.seed, record.warm_start), None
         keep = tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
@@ -179,6 +179,7 @@ def fit(tuner, exp_dir):
     try:
         with warnings.catch_warnings():  # ASHA's cutoff over rungs whose results are all NaN (diverged trials)
             warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            warnings.filterwarnings("ignore", "Consider boosting PBT performance")  # actor reuse: not for us
             grid = tuner.fit()
     except OSError as e:  # the disk filled (or went read-only) faster than StorageGuard could see it coming
         if e.errno not in DISK_ERRORS:
@@ -496,17 +497,21 @@ class Within:
 
 
 class GoesOn:
-    """Synchronous PBT waits for every live trial to reach the next perturbation point before any goes on. After
-    --resume (Ray saves no scheduler's state: PBT starts again from nothing) or a trial that ended without a result,
-    that point can lie behind every waiting trial, and nothing would run again. When nothing runs, the waiting
-    trial furthest behind goes on."""
+    """Synchronous PBT lets a waiting trial run only while it is behind the next perturbation point. After
+    --resume (Ray saves no scheduler's state: PBT starts again from nothing, its next point at the first interval)
+    or a trial that ended without a result, every waiting trial can be past that point, and nothing would run
+    again. When nothing runs, the point moves to one interval after the trial furthest behind, as it would have
+    moved had the search not stopped."""
 
     def choose_trial_to_run(self, tune_controller):
         chosen = super().choose_trial_to_run(tune_controller)
         trials = tune_controller.get_trials()
         if chosen is None and not any(t.status == Trial.RUNNING for t in trials):
-            waiting = [t for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)]
-            chosen = min(waiting, key=lambda t: self._trial_state[t].last_train_time, default=None)
+            waiting = [self._trial_state[t].last_train_time for t in trials if t.status in (Trial.PENDING,
+                                                                                            Trial.PAUSED)]
+            if waiting:
+                self._next_perturbation_sync = min(waiting) + self._perturbation_interval
+                chosen = super().choose_trial_to_run(tune_controller)
         return chosen
 
 

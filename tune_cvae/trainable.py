@@ -73,23 +73,47 @@ def recover_epochs(trial_dir):
         pass
 
 
+def restored_state():
+    """The state of the checkpoint the trial continues (its own, or under PBT a donor's), or None."""
+    checkpoint = tune.get_checkpoint()
+    if not checkpoint:
+        return None
+    with checkpoint.as_directory() as d:
+        return load_checkpoint(Path(d) / STATE_FILE)
+
+
+def record_epoch(trial_dir, result, config):
+    """Append an epoch's result to the trial's epochs.jsonl (the report's record: Ray may rewrite result.json)."""
+    with open(trial_dir / EPOCHS_FILE, "a") as f:
+        f.write(json.dumps({**result, "config": config, "wall_time": time.time()}) + "\n")
+
+
+def hand_over(trial_dir, state, extra):
+    """A PBT trial given a finished trial's weights (at the last perturbation, or when a resumed search had trials
+    at different epochs): where the trial never reported that last epoch itself, those weights' last epoch is
+    its result, so that it ends finished; otherwise its own result stands."""
+    rows = (trial_dir / EPOCHS_FILE).read_text().splitlines() if (trial_dir / EPOCHS_FILE).exists() else []
+    if any(json.loads(line).get("epoch") == state["epoch"] for line in rows if line.strip()):
+        return
+    last = {**state["history"][-1], "lineage": lineage(state["history"]), **extra}
+    record_epoch(trial_dir, last, state["config"])
+    tune.report(last)
+
+
 def train_trial(config, arrays, searched=()):
     """One trial: `arrays` is the dataset decoded once on the driver and shared through the object store."""
     cpus, gpus = _resources()
     set_threads(cpus or 1)
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
-    dataset = Lab4Data.from_arrays(arrays)
-    state = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = load_checkpoint(Path(d) / STATE_FILE)
-    node = ray.get_runtime_context().get_node_id()
+    dataset, state, node = Lab4Data.from_arrays(arrays), restored_state(), ray.get_runtime_context().get_node_id()
     trial_dir, trial_id = Path(tune.get_context().get_trial_dir()), tune.get_context().get_trial_id()
+    recover_epochs(trial_dir)
     if state and state["history"] and state["history"][-1].get("trained_by") not in (trial_id, None):
         say(f"PBT exploit: continuing trial {state['history'][-1]['trained_by']}'s weights of epoch {state['epoch']}"
             f" with " + " ".join(f"{k}={config[k]:.3g}" for k in HELD))
-    recover_epochs(trial_dir)
+        if state["epoch"] >= config["num_epoch"]:  # a finished trial's weights: nothing left to train
+            hand_over(trial_dir, state, {"node_id": node, "device": device})
+            return
     writer = tensorboard_run(trial_dir, trial_id, config, searched)
 
     def report(metrics, run):
@@ -97,8 +121,7 @@ def train_trial(config, arrays, searched=()):
         lines = "frame,psnr\n" + "".join(f"{i},{v:.4f}\n" for i, v in enumerate(run.val_psnr.tolist(), 1))
         (trial_dir / "val_psnr_per_frame.csv").write_text(lines)  # the report's figure of the last validation
         result = {**metrics, "lineage": lineage(run.history), "node_id": node, "device": device}
-        with open(trial_dir / EPOCHS_FILE, "a") as f:  # the report's record (Ray may rewrite result.json)
-            f.write(json.dumps({**result, "config": run.config, "wall_time": time.time()}) + "\n")
+        record_epoch(trial_dir, result, run.config)
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(run.state(), Path(d) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
