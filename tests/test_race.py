@@ -14,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from helpers import read_trials
-from tune_cvae import UserError, cli, race, report, search
+from tune_cvae import UserError, cli, race, report, search, study
 from tune_cvae.space import SpaceError, load_space, parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,25 +93,25 @@ def test_the_budget_stops_running_trials_and_proposals_and_survives_a_resume(tmp
 
 def _earlier_study(folder, distributions):
     folder.mkdir()
-    study = optuna.create_study(study_name=folder.name, storage=report.study_storage(folder), direction="maximize")
+    earlier = optuna.create_study(study_name=folder.name, storage=report.study_storage(folder), direction="maximize")
     for value, params in ((20.0, {"lr": 0.002, "tfr_d_step": 0.5}), (15.0, {"lr": 0.004, "tfr_d_step": 0.2})):
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value,
-                                                  user_attrs={"ray_trial_id": "x"}))
-    return study
+        earlier.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value,
+                                                    user_attrs={"ray_trial_id": "x"}))
+    return earlier
 
 
 def test_warm_start_takes_the_earlier_trials_whose_values_lie_in_this_space(tmp_path):
     space = smoke_space()
-    same = {"lr": search._distribution(space.params["lr"]),
-            "tfr_d_step": search._distribution(space.params["tfr_d_step"])}
+    same = {"lr": study.distribution(space.params["lr"]),
+            "tfr_d_step": study.distribution(space.params["tfr_d_step"])}
     _earlier_study(tmp_path / "same", same)
     wider = {**same, "lr": optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)}
     _earlier_study(tmp_path / "wider", wider)
-    kept = search.warm_trials(tmp_path / "same", space)
+    kept = study.warm_trials(tmp_path / "same", space)
     assert [t.value for t in kept] == [20.0, 15.0]
     assert all(t.user_attrs["warm_start_from"] == f"{tmp_path / 'same'} trial x" for t in kept)
     assert "ray_trial_id" not in kept[0].user_attrs  # the Ray trial is the earlier experiment's
-    assert search.warm_trials(tmp_path / "wider", space) == []
+    assert study.warm_trials(tmp_path / "wider", space) == []
 
 
 def test_warm_start_from_a_folder_without_a_study_is_one_line(tmp_path):
