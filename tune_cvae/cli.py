@@ -72,9 +72,10 @@ def bench_flags(p):
                                      help="search strategies raced at equal budget (trial-epochs) over seeds"))
 
 
-# searcher[+asha][+start] (race.py reads a name so), PBT over --pbt-space, and the default configuration alone
+# searcher[+asha][+start] (race.py reads a name so), PBT over --pbt-space and its control (random+held: the same
+# space without exploits), and the default configuration alone
 STRATEGY_NAMES = ("tpe+asha", "random+asha", "tpe", "random", "tpe+asha+start", "random+start", "pbt",
-                  "default config")
+                  "random+held", "default config")
 
 
 def _strategies(text):

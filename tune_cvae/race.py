@@ -12,6 +12,7 @@ many epochs in all; run_search.py --budget), and K independent searches (seeds 0
     pbt             Population Based Training over --pbt-space (demo_pbt.yaml): its population of num_samples
                     trials trains budget / num_samples epochs each, exploiting and perturbing the KL weight,
                     teacher-forcing ratio and lr
+    random+held     PBT's control: random search over the same space and epochs, the values held, no exploits
     default config  the space's first start point (the template's default configuration) trained for the whole
                     budget, one run per seed
 
@@ -53,12 +54,13 @@ def race_space(space, strategy, budget):
             "num_samples": budget, "points_to_evaluate": space.points_to_evaluate if start else []}
 
 
-def pbt_race_space(pbt_space, budget):
+def pbt_race_space(pbt_space, strategy, budget):
     """The pbt strategy's space: its population trains budget / population epochs each (the same trial-epochs as
-    the others), perturbing at most every max_epochs."""
+    the others), perturbing at most every max_epochs; random+held: the same trials without PBT."""
     max_epochs = max(1, budget // pbt_space.num_samples)
-    return {**pbt_space.to_dict(), "max_epochs": max_epochs, "grace_period": 1,
-            "pbt": {**pbt_space.pbt, "interval": min(pbt_space.pbt["interval"], max_epochs)}}
+    raw = {**pbt_space.to_dict(), "max_epochs": max_epochs, "grace_period": 1,
+           "pbt": {**pbt_space.pbt, "interval": min(pbt_space.pbt["interval"], max_epochs)}}
+    return raw if strategy == "pbt" else {**raw, "scheduler": "none", "searcher": "random"}
 
 
 def default_space(space, budget, seeds):
@@ -268,7 +270,8 @@ def race(args):
         for strategy in strategies:
             n += 1
             name = f"{strategy.replace('+', '-')}-seed{seed}"
-            raw = pbt_race_space(pbt_space, budget) if strategy == "pbt" else race_space(space, strategy, budget)
+            raw = (pbt_race_space(pbt_space, strategy, budget) if strategy in ("pbt", "random+held")
+                   else race_space(space, strategy, budget))
             exp, wall = run_search(raw, name, out, dataset.root, seed, args.cpus)
             runs.append(measure(exp, wall, strategy, seed, dataset, truth))
             say(f"[{n}/{total}] {_line(runs[-1][0], space.metric)}")
