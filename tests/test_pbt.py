@@ -201,3 +201,13 @@ def test_a_pbt_search_killed_with_sigkill_resumes(ray_cluster, builtin_root, tmp
     for row in table.itertuples():  # every lineage still reads back to epoch 1
         assert [r["epoch"] for r in report.schedule(exp, row.trial_id, 3)] == [1, 2, 3]
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+def test_pb2_and_pbt_are_synchronous_on_the_epoch_within_the_mutated_ranges():
+    pb2 = search._scheduler(parse(pbt_space(scheduler="pb2"), "p.yaml"))
+    assert isinstance(pb2, search.SyncPB2) and pb2._synch and pb2._time_attr == "epoch"
+    assert pb2._hyperparam_bounds == {"kl_beta_max": [1e-4, 1.0], "tfr": [0.0, 1.0], "lr": [1e-4, 5e-3]}
+    pbt = search._scheduler(parse(pbt_space(), "p.yaml"))
+    assert isinstance(pbt, search.SyncPBT) and pbt._perturbation_interval == 1
+    assert pbt._custom_explore_fn({"kl_beta_max": 2.0, "tfr": 1.2, "lr": 1e-5}) == {"kl_beta_max": 1.0, "tfr": 1.0,
+                                                                                     "lr": 1e-4}
