@@ -265,6 +265,7 @@ class StatusTable(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row, value = self._row(trial), result.get(self.space.metric)
+        row.update({p: trial.config.get(p, "") for p in self.space.mutated})  # what PBT gave it since
         row["epoch"] = int(result.get("epoch", row["epoch"]))
         if isinstance(value, (int, float)) and math.isfinite(value):
             row["last"] = value
