@@ -40,8 +40,9 @@ def trial_results(trial_dir):
 
 
 def schedule(exp_dir, trial_id, epoch):
-    """lineage.assemble over the experiment's trial records (trial_results): the KL weight, teacher-forcing ratio and lr that
-    PBT trial `trial_id`'s weights after `epoch` trained with, epoch by epoch, and who trained each."""
+    """lineage.assemble over the experiment's trial records (trial_results): the KL weight, teacher-forcing
+    ratio and lr that PBT trial `trial_id`'s weights after `epoch` trained with, epoch by epoch, and who trained
+    each."""
     return assemble(trial_id, epoch, lambda who: {int(r["epoch"]): r for r in
                                                   trial_results(Path(exp_dir) / f"trial_{who}")})
 
