@@ -11,7 +11,8 @@ import sys
 
 import yaml
 
-from tune_cvae import HelpFormatter, UserError, fail
+from tune_cvae.cli import HelpFormatter, fail
+from tune_cvae.common import UserError
 
 
 def _parser():
@@ -58,8 +59,8 @@ def main(argv=None):
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         fail("--seeds and --epochs must be at least 1")
     args.overrides = _overrides(args.overrides)
-    from tune_cvae.best import run_best
-    from tune_cvae.predict import format_score
+    from tune_cvae.experiment.best import run_best
+    from tune_cvae.lab.leaderboard import format_score
     signal.signal(signal.SIGTERM, _terminated)
     try:
         out, summary = run_best(**vars(args))

@@ -6,7 +6,8 @@ Optuna's TPE (or random search) and ASHA (or no early stopping).
 import argparse
 import sys
 
-from tune_cvae import HelpFormatter, UserError, fail
+from tune_cvae.cli import HelpFormatter, fail
+from tune_cvae.common import UserError
 
 
 def _parser():
@@ -58,12 +59,12 @@ def main(argv=None):
             fail(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
     if args.gpus < 0:
         fail(f"--gpus {args.gpus:g}: must be >= 0")
-    from tune_cvae import search  # after parsing: --help stays fast and Ray-free
+    from tune_cvae.search import tuner  # after parsing: --help stays fast and Ray-free
     try:
-        search.run(args.space, **{k: v for k, v in vars(args).items() if k != "space"})
+        tuner.run(args.space, **{k: v for k, v in vars(args).items() if k != "space"})
     except UserError as e:
         fail(e)
-    except search.Interrupted as e:
+    except tuner.Interrupted as e:
         print(e, file=sys.stderr)
         raise SystemExit(e.exit_status)  # 130 after Ctrl-C, 143 after SIGTERM
 

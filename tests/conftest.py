@@ -11,8 +11,8 @@ import pytest
 os.environ["TUNE_CVAE_CACHE"] = tempfile.mkdtemp(prefix="tune_cvae_test_cache_")
 atexit.register(shutil.rmtree, os.environ["TUNE_CVAE_CACHE"], ignore_errors=True)  # ~100 MB per run otherwise
 
-from tune_cvae.data import load_dataset  # noqa: E402
-from tune_cvae.synthetic import generate  # noqa: E402
+from tune_cvae.lab.data import load_dataset  # noqa: E402
+from tune_cvae.lab.synthetic import generate  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +48,9 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def smoke(ray_cluster, builtin_root, tmp_path_factory):
     """A finished smoke search (smoke.yaml) on the built-in data: its experiment folder."""
-    from tune_cvae import search
+    from tune_cvae.search import tuner
     storage = tmp_path_factory.mktemp("ray_results")
-    return search.run("smoke.yaml", data_dir=str(builtin_root), storage=storage, name="smoke", dashboard=False,
+    return tuner.run("smoke.yaml", data_dir=str(builtin_root), storage=storage, name="smoke", dashboard=False,
                       verbose=0)
 
 

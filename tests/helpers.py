@@ -6,10 +6,24 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tune_cvae.space import Search, parse, write_search
+from tune_cvae.experiment.record import Search, write_search
+from tune_cvae.experiment.space_yaml import parse
 
 # small enough for CPU tests; bottleneck channels (F_dim/8 = 4) still carry colour
 TINY = {"F_dim": 32, "L_dim": 8, "N_dim": 4, "D_out_dim": 32, "batch_size": 2, "lr_scheduler": "none"}
+
+
+# a small valid space: a conditional parameter, a log-scaled one, a start point
+GOOD = {
+    "metric": "val_psnr", "mode": "max", "num_samples": 4, "max_epochs": 6, "grace_period": 1,
+    "fixed": {"F_dim": 32},
+    "params": {
+        "kl_anneal_type": {"type": "categorical", "choices": ["Cyclical", "Monotonic", "None"]},
+        "kl_anneal_cycle": {"type": "int", "low": 1, "high": 5, "when": {"kl_anneal_type": "Cyclical"}},
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    },
+    "points_to_evaluate": [{"kl_anneal_type": "Cyclical", "kl_anneal_cycle": 2, "lr": 1e-3}],
+}
 
 
 def read_trials(path, **kwargs):

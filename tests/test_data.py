@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from helpers import write_lab4
-from tune_cvae.data import DataError, load_dataset, to_rgb8
+from tune_cvae.lab.data import DataError, load_dataset, to_rgb8
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def test_cache_skips_decoding_and_notices_changes(root, monkeypatch):
     def no_decode(path):
         raise AssertionError("decoded again although cached")
 
-    monkeypatch.setattr("tune_cvae.data.decode_png", no_decode)
+    monkeypatch.setattr("tune_cvae.lab.data.decode_png", no_decode)
     second = load_dataset(root, progress=False)
     assert torch.equal(first.train_img, second.train_img) and torch.equal(first.test_label, second.test_label)
     path = root / "train/train_img/frame0.png"
@@ -168,7 +168,7 @@ def test_cache_skips_decoding_and_notices_changes(root, monkeypatch):
 
 def test_cli_bad_data_is_one_line_exit_2(root):
     os.remove(root / "train/train_label/frame3.png")
-    proc = subprocess.run([sys.executable, "-m", "tune_cvae.train", "--DR", str(root), "--save_root",
+    proc = subprocess.run([sys.executable, "-m", "tune_cvae", "train", "--DR", str(root), "--save_root",
                            str(root.parent / "out")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {root}/train/train_img/frame3.png: image has no label "

@@ -1,4 +1,5 @@
 """Design rules the layout relies on (DESIGN.md)."""
+import ast
 import json
 import subprocess
 import sys
@@ -8,23 +9,68 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RAY_FREE = sorted(p.stem for p in (ROOT / "tune_cvae").glob("*.py")
-                  if p.stem not in ("trainable", "search", "__init__", "__main__"))
+LIBRARY = sorted((ROOT / "tune_cvae").rglob("*.py"))
+LAYERS = ("common", "lab", "experiment", "search", "bench")  # each imports only from those before it
 
 
-def test_library_modules_do_not_import_ray():
-    """Only trainable.py and search.py may import Ray: the model, training and reports work without a cluster."""
+def module_name(path):
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def layer(module):
+    """A module's layer, by its place in the package: its rank in LAYERS, or the command line's (above all)."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else len(LAYERS)
+
+
+def imported(path):
+    """Every module `path` imports, at the top or inside a function: [(line, module)]."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{alias.name}")
+                                                     for alias in node.names if node.module == "tune_cvae"]
+    return found
+
+
+def test_layers_import_downward_only():
+    """common <- lab <- experiment <- search <- bench, the command line on top: no module imports a layer above
+    its own."""
+    upward = [f"{module_name(p)}:{line} imports {name}" for p in LIBRARY for line, name in imported(p)
+              if name.startswith("tune_cvae") and layer(name) > layer(module_name(p))]
+    assert upward == []
+
+
+def test_ray_is_imported_only_under_search():
+    """The model, training, experiment folders and reports work without a cluster: no module outside search/
+    names Ray, and importing each one leaves Ray unloaded."""
+    outside = [p for p in LIBRARY if not module_name(p).startswith("tune_cvae.search") and p.name != "__main__.py"]
+    named = [f"{module_name(p)}:{line}" for p in outside for line, name in imported(p)
+             if name == "ray" or name.startswith("ray.")]
+    assert named == []
     code = ("import importlib, json, sys\n"
-            f"for name in {RAY_FREE!r}:\n"
-            "    importlib.import_module('tune_cvae.' + name)\n"
+            f"for name in {[module_name(p) for p in outside]!r}:\n"
+            "    importlib.import_module(name)\n"
             "    if 'ray' in sys.modules:\n"
             "        print(json.dumps(name)); break\n"
             "else:\n"
             "    print(json.dumps(None))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) is None, f"importing tune_cvae.{json.loads(proc.stdout)} imported ray"
+    assert json.loads(proc.stdout) is None, f"importing {json.loads(proc.stdout)} imported ray"
 
+
+def test_no_module_holds_two_jobs_by_size():
+    """A module past about 300 lines probably holds two jobs."""
+    assert [f"{module_name(p)}: {n} lines" for p in LIBRARY if (n := len(p.read_text().splitlines())) > 300] == []
+
+
+def test_one_entry_point():
+    """`python -m tune_cvae COMMAND` and the two scripts: no module of the library runs as a script of its own."""
+    guarded = [module_name(p) for p in LIBRARY if p.name != "__main__.py" and "__main__" in p.read_text()]
+    assert guarded == []
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["report"], ["score"], ["synthetic"], ["bench"],
@@ -48,22 +94,14 @@ def test_the_scripts_help_answers_before_torch_pandas_or_ray_load(script):
     assert out.stdout.strip().endswith("LOADED []")
 
 
-@pytest.mark.parametrize("old", [["tune_cvae.train"], ["tune_cvae.predict", "score"], ["tune_cvae.report"],
-                                 ["tune_cvae.synthetic"], ["tune_cvae.bench", "speed"]])
-def test_the_older_module_forms_still_answer(old):
-    out = subprocess.run([sys.executable, "-m", *old, "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0 and out.stdout.startswith("usage: python -m tune_cvae"), out.stderr
-
-
 def test_house_rules_of_the_library_and_scripts():
     """No definition after a `__main__` guard and no import after code (the light CLI entry answers --help, not
     early guards), and every function at most 50 lines."""
-    import ast
     broken = []
-    for path in sorted(ROOT.glob("tune_cvae/*.py")) + sorted(ROOT.glob("run_*.py")):
+    for path in LIBRARY + sorted(ROOT.glob("run_*.py")):
         src = path.read_text()
         tree = ast.parse(src)
-        broken += [f"{path.name}: noqa E402"] if "noqa: E402" in src else []
+        broken += [f"{module_name(path)}: noqa E402"] if "noqa: E402" in src else []
         guard = next((n.lineno for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)),
                      None)
         broken += [f"{path.name}:{n.lineno} {n.name} after the __main__ guard" for n in tree.body

@@ -9,9 +9,9 @@ import pytest
 from ray import tune
 from ray.tune.trainable.function_trainable import wrap_function
 
-from tune_cvae import search
-from tune_cvae.space import LABEL_BYTES, label, short
-from tune_cvae.trainable import named_trial
+from tune_cvae.experiment.space import LABEL_BYTES, label, short
+from tune_cvae.search import tuner
+from tune_cvae.search.trainable import named_trial
 
 LONG = {"kl_anneal_type": "Cyclical", "kl_anneal_cycle": 10, "kl_anneal_ratio": 0.987, "kl_reduction": "sum_batch",
         "kl_beta_max": 0.000123, "tfr": 0.5, "tfr_sde": 10, "tfr_d_step": 0.123, "optim": "AdamW",
@@ -42,7 +42,7 @@ def test_no_value_makes_a_label_too_long_or_a_path(values, limit):
 
 
 def actor_class(params):
-    """The class Ray builds the trial's actor from, as search.run hands it the trainable."""
+    """The class Ray builds the trial's actor from, as tuner.run hands it the trainable."""
     return wrap_function(tune.with_parameters(named_trial(params), arrays={"x": np.zeros(1)}))
 
 
@@ -76,7 +76,7 @@ def test_rays_stop_handler_is_what_sigterm_and_a_filling_disk_call():
     tune_module = importlib.import_module("ray.tune.tune")
     assert hasattr(tune_module, "_setup_signal_catching"), "Ray Tune no longer has tune._setup_signal_catching"
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
-    logger, watch = logging.getLogger("ray.tune.tune"), search._RayStopWatch()
+    logger, watch = logging.getLogger("ray.tune.tune"), tuner.RayStopWatch()
     logger.addFilter(watch)
     try:
         stopped = tune_module._setup_signal_catching()

@@ -11,15 +11,19 @@ import pytest
 import yaml
 
 from helpers import TINY, read_trials
-from tune_cvae import UserError, report, search
-from tune_cvae.best import run_best
-from tune_cvae.experiment import new_experiment
-from tune_cvae.lineage import LineageError, assemble, donors, lineage, segments
-from tune_cvae.space import PBT_HOLDS, SpaceError, load_space, parse
-from tune_cvae.train import train
+from tune_cvae.common import UserError
+from tune_cvae.experiment.best import run_best
+from tune_cvae.experiment.files import EPOCHS_FILE, trial_results
+from tune_cvae.experiment.lineage import lineage, segments, trained_schedule
+from tune_cvae.experiment.space import PBT_FIXED, SpaceError
+from tune_cvae.experiment.space_yaml import load_space, parse
+from tune_cvae.experiment.start import new_experiment
+from tune_cvae.lab.train import train
+from tune_cvae.search import tuner
+from tune_cvae.search.pbt import SyncPB2, SyncPBT
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK = {**TINY, "train_vi_len": 3, "partial": 0.05, "optim_step": "frame", **PBT_HOLDS}
+QUICK = {**TINY, "train_vi_len": 3, "partial": 0.05, "optim_step": "frame", **PBT_FIXED}
 A = {"kl_beta_max": 0.01, "tfr": 1.0, "lr": 2e-3}
 B = {"kl_beta_max": 0.5, "tfr": 0.0, "lr": 4e-4}  # what an exploit's perturbation might give
 
@@ -28,7 +32,7 @@ def pbt_space(**changes):
     """A tiny PBT space: a population of 2, an exploit after every epoch (the worse takes the better's weights)."""
     raw = {"scheduler": "pbt", "num_samples": 2, "max_epochs": 3, "metric": "val_psnr",
            "pbt": {"interval": 1, "quantile": 0.5, "resample_probability": 0.0},
-           "fixed": {**{k: v for k, v in QUICK.items() if k not in PBT_HOLDS}, "batch_size": 2, "infer_z": "zero"},
+           "fixed": {**{k: v for k, v in QUICK.items() if k not in PBT_FIXED}, "batch_size": 2, "infer_z": "zero"},
            "params": {"kl_beta_max": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
                       "tfr": {"type": "float", "low": 0.0, "high": 1.0},
                       "lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}}}
@@ -36,24 +40,12 @@ def pbt_space(**changes):
     return raw
 
 
-def test_lineage_text_names_who_trained_each_epoch():
-    history = [{"epoch": 1, "trained_by": "a"}, {"epoch": 2, "trained_by": "a"}, {"epoch": 3, "trained_by": "b"}]
-    assert lineage(history) == "a:1-2 b:3-3"
-    assert segments("a:1-2 b:3-3") == [("a", 1, 2), ("b", 3, 3)] and donors("a:1-2 b:3-3") == [(2, "a")]
-    rows = {"a": {e: {"epoch": e, "beta": 0.1, "lineage": f"a:1-{e}"} for e in (1, 2, 3)},
-            "b": {3: {"epoch": 3, "beta": 0.2, "lineage": "a:1-2 b:3-3"}}}
-    got = assemble("b", 3, lambda who: rows.get(who, {}))
-    assert [(r["epoch"], r["beta"]) for r in got] == [(1, 0.1), (2, 0.1), (3, 0.2)]
-    with pytest.raises(LineageError, match="trial a: the records of its epochs 1-2"):
-        assemble("b", 3, lambda who: rows["b"] if who == "b" else {})
-
-
 def test_pbt_spaces_hold_what_pbt_changes_and_refuse_what_cannot_work():
     for name in ("demo_pbt", "kl_tfr_pbt"):
         space = load_space(name)
         assert space.scheduler == "pbt" and space.searcher == "random" and space.mutated == ["kl_beta_max", "tfr",
                                                                                              "lr"]
-        assert {k: space.fixed[k] for k in PBT_HOLDS} == PBT_HOLDS
+        assert {k: space.fixed[k] for k in PBT_FIXED} == PBT_FIXED
         assert parse(space.to_dict(), name).to_dict() == space.to_dict()
     bad = [({"searcher": "tpe"}, "searcher: scheduler pbt draws its population at random"),
            ({"budget": 8}, "budget: scheduler pbt trains"),
@@ -110,13 +102,13 @@ def pbt(ray_cluster, builtin_root, tmp_path_factory):
     """A finished tiny PBT search (two trials on the two one-CPU nodes): its experiment folder."""
     folder = tmp_path_factory.mktemp("pbt")
     (folder / "pbt.yaml").write_text(yaml.safe_dump(pbt_space()))
-    return search.run(str(folder / "pbt.yaml"), data_dir=str(builtin_root), storage=folder, name="pbt",
+    return tuner.run(str(folder / "pbt.yaml"), data_dir=str(builtin_root), storage=folder, name="pbt",
                       dashboard=False, verbose=0)
 
 
 def epochs_of(exp):
     """{trial id: {epoch: the row it recorded}}."""
-    return {d.name.removeprefix("trial_"): {r["epoch"]: r for r in report.trial_results(d)}
+    return {d.name.removeprefix("trial_"): {r["epoch"]: r for r in trial_results(d)}
             for d in exp.glob("trial_*")}
 
 
@@ -174,7 +166,7 @@ def test_run_best_says_when_a_lineage_cannot_be_replayed(pbt, tmp_path):
     shutil.copytree(pbt, copy)
     winner = read_trials(copy / "trials.csv").iloc[0]
     donor = next(who for who, _, _ in segments(winner.lineage) if who != winner.trial_id)
-    (copy / f"trial_{donor}" / report.EPOCHS_FILE).unlink()
+    (copy / f"trial_{donor}" / EPOCHS_FILE).unlink()
     (copy / f"trial_{donor}" / "result.json").unlink()
     with pytest.raises(UserError, match=f"cannot replay the winner's lineage: trial {donor}: .*--from-checkpoint"):
         run_best(copy, out=tmp_path / "best")
@@ -189,25 +181,25 @@ def test_a_pbt_search_killed_with_sigkill_resumes(ray_cluster, builtin_root, tmp
                                  str(builtin_root), "--storage", str(tmp_path), "--name", "k"], env=env,
                                 stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.time() + 300
-    while sum(len(p.read_text().splitlines()) for p in tmp_path.glob(f"k/trial_*/{report.EPOCHS_FILE}")) < 2 \
+    while sum(len(p.read_text().splitlines()) for p in tmp_path.glob(f"k/trial_*/{EPOCHS_FILE}")) < 2 \
             or not list(tmp_path.glob("k/experiment_state-*.json")):
         assert proc.poll() is None and time.time() < deadline, (tmp_path / "stderr.txt").read_text()
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    exp = search.run(None, resume=True, name="k", storage=tmp_path, dashboard=False, verbose=0)
+    exp = tuner.run(None, resume=True, name="k", storage=tmp_path, dashboard=False, verbose=0)
     table = read_trials(exp / "trials.csv")
     assert list(table.status) == ["finished", "finished"] and list(table.epochs) == [3, 3]
     for row in table.itertuples():  # every lineage still reads back to epoch 1
-        assert [r["epoch"] for r in report.schedule(exp, row.trial_id, 3)] == [1, 2, 3]
+        assert [r["epoch"] for r in trained_schedule(exp, row.trial_id, 3)] == [1, 2, 3]
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
 
 
 def test_pb2_and_pbt_are_synchronous_on_the_epoch_within_the_mutated_ranges():
-    pb2 = search._scheduler(parse(pbt_space(scheduler="pb2"), "p.yaml"))
-    assert isinstance(pb2, search.SyncPB2) and pb2._synch and pb2._time_attr == "epoch"
+    pb2 = tuner.make_scheduler(parse(pbt_space(scheduler="pb2"), "p.yaml"))
+    assert isinstance(pb2, SyncPB2) and pb2._synch and pb2._time_attr == "epoch"
     assert pb2._hyperparam_bounds == {"kl_beta_max": [1e-4, 1.0], "tfr": [0.0, 1.0], "lr": [1e-4, 5e-3]}
-    pbt = search._scheduler(parse(pbt_space(), "p.yaml"))
-    assert isinstance(pbt, search.SyncPBT) and pbt._perturbation_interval == 1
+    pbt = tuner.make_scheduler(parse(pbt_space(), "p.yaml"))
+    assert isinstance(pbt, SyncPBT) and pbt._perturbation_interval == 1
     assert pbt._custom_explore_fn({"kl_beta_max": 2.0, "tfr": 1.2, "lr": 1e-5}) == {"kl_beta_max": 1.0, "tfr": 1.0,
                                                                                      "lr": 1e-4}

@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from helpers import TINY, make_experiment, write_lab4
-from tune_cvae import UserError, experiment
-from tune_cvae.best import OUT_MARK, staged_output
-from tune_cvae.data import load_dataset
-from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
-from tune_cvae.train import Run, train
+from tune_cvae.common import UserError
+from tune_cvae.experiment.staging import OUT_MARK, staged_output
+from tune_cvae.experiment.start import new_experiment
+from tune_cvae.lab.data import load_dataset
+from tune_cvae.lab.checkpoint import load_checkpoint, save_checkpoint
+from tune_cvae.lab.train import Run, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(evil):
 
 
 def test_train_cli_refuses_it_with_one_line_and_exit_2(evil):
-    proc = subprocess.run([sys.executable, "-m", "tune_cvae.train", "--ckpt_path", str(evil)],
+    proc = subprocess.run([sys.executable, "-m", "tune_cvae", "train", "--ckpt_path", str(evil)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "refused" in proc.stderr, proc.stderr
     assert not (evil.parent / "PWNED").exists()
@@ -87,7 +88,7 @@ def test_a_checkpoint_loads_with_everything_to_continue(tmp_path):
 
 
 def _resume(ckpt, *args):
-    return subprocess.run([sys.executable, "-m", "tune_cvae.train", "--ckpt_path", str(ckpt),
+    return subprocess.run([sys.executable, "-m", "tune_cvae", "train", "--ckpt_path", str(ckpt),
                            "--save_root", str(ckpt.parent / "resumed"), *args], capture_output=True, text=True)
 
 
@@ -153,12 +154,12 @@ def test_an_over_long_experiment_name_is_refused_and_a_long_space_name_shortened
     assert not (tmp_path / "rr").exists()
     space = tmp_path / ("s" * 245 + ".yaml")  # the longest file name a file system allows
     space.write_text((ROOT / "search_spaces/smoke.yaml").read_text())
-    exp_dir, _ = experiment.new_experiment(str(space), "/nowhere", None, tmp_path / "rr", 0)
+    exp_dir, _ = new_experiment(str(space), "/nowhere", None, tmp_path / "rr", 0)
     assert exp_dir.name.startswith("s" * 40 + "-") and len(exp_dir.name) == 40 + 16
 WRITE_AND_DIE = """
 import os, sys, torch
 from torch.utils.tensorboard import SummaryWriter
-from tune_cvae.trainable import TB_SCALARS, write_epoch
+from tune_cvae.search.trainable import TB_SCALARS, write_epoch
 writer = SummaryWriter(sys.argv[1])
 for epoch in range(1, 21):
     write_epoch(writer, {"epoch": epoch, **{k: 1.0 for k in TB_SCALARS}}, torch.rand(3, 64, 512))
@@ -173,7 +174,7 @@ def test_a_trial_ended_right_after_its_report_keeps_every_tensorboard_record(tmp
     assert proc.returncode == 0, proc.stderr
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
-    from tune_cvae.trainable import STRIP_TAG
+    from tune_cvae.search.trainable import STRIP_TAG
     assert [e.step for e in events.Images(STRIP_TAG)] == list(range(1, 21))
     assert len(events.Scalars("cvae/val_psnr")) == 20
 

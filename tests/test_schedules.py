@@ -1,8 +1,8 @@
 """Schedules against values computed by hand from the template's Trainer."""
 import pytest
 
-from tune_cvae.schedules import data_fraction, frange_cycle_linear, kl_beta, teacher_forcing_ratio
-from tune_cvae.config import make_config
+from tune_cvae.lab.schedules import data_fraction, frange_cycle_linear, kl_beta, teacher_forcing_ratio
+from tune_cvae.lab.config import make_config
 
 
 def betas(n, **kw):

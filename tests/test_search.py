@@ -17,15 +17,23 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from helpers import make_experiment, read_trials
-from tune_cvae import UserError, experiment, report, search
-from tune_cvae import space as spaces
+from optuna.trial import TrialState
+from tune_cvae.common import UserError
+from tune_cvae.experiment import space_yaml
+from tune_cvae.experiment.ending import check_some_trial_worked
+from tune_cvae.experiment.files import study_storage, trial_results
+from tune_cvae.experiment.start import warn_cpu_duration
+from tune_cvae.experiment.tables import collect
+from tune_cvae.search import tuner
+from tune_cvae.search.session import plan_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow  # every test here starts searches on a Ray cluster
 
 
-def trial_results(exp):
+def ray_results(exp):
+    """Each trial folder's result.json as Ray wrote it."""
     return {d.name: [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line]
             for d in exp.glob("trial_*") if (d / "result.json").is_file()}
 
@@ -52,7 +60,7 @@ def test_conditional_parameter_only_in_cyclical_trials(smoke):
 
 
 def test_trials_ran_on_both_nodes_from_the_shared_dataset(smoke):
-    nodes = {r["node_id"] for results in trial_results(smoke).values() for r in results}
+    nodes = {r["node_id"] for results in ray_results(smoke).values() for r in results}
     assert len(nodes) == 2
 
 
@@ -95,7 +103,7 @@ def test_optuna_study_tells_what_asha_did(smoke):
 
 def test_gpu_over_request_fails_before_any_trial(ray_cluster, builtin_root, tmp_path):
     with pytest.raises(UserError, match="--gpus 4: Ray sees 0 GPU"):
-        search.plan_resources(4, None, 1, 6)
+        plan_resources(4, None, 1, 6)
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
     proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--gpus", "4", "--data",
                            str(builtin_root), "--storage", str(tmp_path / "rr")], capture_output=True, text=True,
@@ -144,19 +152,19 @@ def test_resume_an_interrupted_search(ray_cluster, builtin_root, tmp_path, signu
     proc, err = start_search(ray_cluster, builtin_root, tmp_path, "r")
     proc.send_signal(signum)
     proc.wait(timeout=120)
-    before = trial_results(tmp_path / "r")
+    before = ray_results(tmp_path / "r")
     assert sum(len(r) for r in before.values()) < 3 * 3  # it really was cut short
     stderr = err.read_text()
     assert proc.returncode == status, stderr
     assert f"continue it with: python run_search.py --resume --name r --storage {tmp_path}" in stderr
     assert "Tuner.restore" not in stderr and "Traceback" not in stderr and "core dumped" not in stderr
     assert "interrupted" in set(read_trials(tmp_path / "r/trials.csv").status)  # not "stopped early"
-    exp = search.run(None, resume=True, name="r", storage=tmp_path, dashboard=False, verbose=0)
+    exp = tuner.run(None, resume=True, name="r", storage=tmp_path, dashboard=False, verbose=0)
     table = read_trials(exp / "trials.csv")
     assert len(table) == 3 and set(table.status) <= {"finished", "stopped early"}
     for name in before:  # interrupted trials continued from their checkpoints; the report has each epoch once
-        epochs = [r["epoch"] for r in report.trial_results(exp / name)]
-        assert epochs == list(range(1, len(epochs) + 1)), (epochs, trial_results(exp)[name])
+        epochs = [r["epoch"] for r in trial_results(exp / name)]
+        assert epochs == list(range(1, len(epochs) + 1)), (epochs, ray_results(exp)[name])
 
 
 def test_a_search_whose_trials_all_diverged_goes_on_and_fails(ray_cluster, builtin_root, tmp_path, recwarn):
@@ -168,7 +176,7 @@ def test_a_search_whose_trials_all_diverged_goes_on_and_fails(ray_cluster, built
                  params={"lr": {"type": "float", "low": 1.0e6, "high": 1.0e7, "log": True}})
     (tmp_path / "diverge.yaml").write_text(yaml.safe_dump(space))
     with pytest.raises(UserError, match="no trial finished an epoch with a finite loss \\(2 diverged"):
-        search.run(str(tmp_path / "diverge.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="d",
+        tuner.run(str(tmp_path / "diverge.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="d",
                    dashboard=False, verbose=0)
     assert list(read_trials(tmp_path / "d/trials.csv").status) == ["diverged (NaN)"] * 2
     assert not [w for w in recwarn if "All-NaN" in str(w.message)]
@@ -176,7 +184,7 @@ def test_a_search_whose_trials_all_diverged_goes_on_and_fails(ray_cluster, built
 
 def test_resume_without_a_search_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no search to resume"):
-        search.run(None, resume=True, name="nothing", storage=tmp_path)
+        tuner.run(None, resume=True, name="nothing", storage=tmp_path)
 
 
 def test_local_gpu_over_request_fails_before_reading_data(tmp_path):
@@ -197,8 +205,8 @@ def _own_lines(err):
 
 
 def test_a_template_size_search_on_cpus_warns_with_a_duration_timed_here(builtin, capsys):
-    from tune_cvae.space import load_space
-    experiment.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
+    from tune_cvae.experiment.space_yaml import load_space
+    warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
     [line] = _own_lines(capsys.readouterr().err)
     assert line.startswith("warning: kl_tfr.yaml trains the template-size model on CPUs")
     rate = float(re.search(r"480 frames at ([0-9.]+) frames/s, timed now with 1 thread", line).group(1))
@@ -209,8 +217,8 @@ def test_a_template_size_search_on_cpus_warns_with_a_duration_timed_here(builtin
 
     assert 0.05 < rate and hours_at(rate + 0.05) - 0.5 <= hours <= hours_at(rate - 0.05) + 0.5  # both rounded
     assert "hours for 32 trials x 70 epochs, 2 at a time" in line and "--gpus N" in line
-    experiment.warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, builtin, 2)
-    experiment.warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
+    warn_cpu_duration(load_space("kl_tfr.yaml"), {"cpu": 1, "gpu": 1}, builtin, 2)
+    warn_cpu_duration(load_space("demo.yaml"), {"cpu": 1, "gpu": 0}, builtin, 2)
     assert _own_lines(capsys.readouterr().err) == []  # on GPUs, or a CPU-sized model: no warning
 
 
@@ -224,7 +232,7 @@ def _unlocks(space, name, choice):
 def longest_point(space):
     """The start point whose trial label is longest: every condition switched on (Cyclical with cycle and ratio,
     AdamW with weight decay, teacher forcing with start and decay), the longest choice and number of each."""
-    from tune_cvae.space import short
+    from tune_cvae.experiment.space import short
     point = {}
     for name, p in space.params.items():
         if not space.active(name, point):
@@ -246,9 +254,9 @@ def test_a_trial_with_the_longest_values_a_space_allows_trains(ray_cluster, buil
     tiny = {k: v for k, v in yaml.safe_load((ROOT / "search_spaces/smoke.yaml").read_text())["fixed"].items()
             if k not in raw["params"]}
     raw.update(num_samples=1, max_epochs=1, grace_period=1, fixed=tiny, points_to_evaluate=[])
-    raw["points_to_evaluate"] = [longest_point(spaces.parse(raw, space_file))]
+    raw["points_to_evaluate"] = [longest_point(space_yaml.parse(raw, space_file))]
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    exp = search.run(str(tmp_path / "long.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="long",
+    exp = tuner.run(str(tmp_path / "long.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="long",
                      dashboard=False, verbose=0)
     assert not list(exp.glob("trial_*/error.txt"))
     table = read_trials(exp / "trials.csv")
@@ -262,7 +270,7 @@ def test_a_search_where_some_trials_errored_says_how_many_and_where(tmp_path, ca
     the search still ends with its table, and a warning line counts the errored trials and names the first
     error file."""
     exp = make_experiment(tmp_path / "exp")
-    experiment.check_some_trial_worked(exp, report.collect(exp), "val_psnr")
+    check_some_trial_worked(exp, collect(exp), "val_psnr")
     [line] = _own_lines(capsys.readouterr().err)
     assert line == f"warning: 1 of 4 trials errored; first error in {exp / 'trial_d4/error.txt'}: boom"
 
@@ -291,6 +299,52 @@ def test_a_disk_filling_during_a_search_ends_it_in_one_line_and_resume_finishes_
     assert f"free space, then continue it with: python run_search.py --resume --name f --storage {disk}" in out
     assert "trials by val_psnr" in out  # the table of what finished
     filler.unlink()
-    exp = search.run(None, resume=True, name="f", storage=disk, dashboard=False, verbose=0)
+    exp = tuner.run(None, resume=True, name="f", storage=disk, dashboard=False, verbose=0)
     table = read_trials(exp / "trials.csv")
     assert len(table) == 4 and set(table.status) <= {"finished", "stopped early"}
+
+
+def _interrupted_search(ray_cluster, builtin_root, storage, name, *flags):
+    """run_search.py in a process of its own, Ctrl-C once its first trial has reported; returns its exit status."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.Popen([sys.executable, "run_search.py", "--space", "smoke", "--data", str(builtin_root),
+                             "--storage", str(storage), "--name", name, *flags], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not any(p.stat().st_size for p in storage.glob(f"{name}/trial_*/result.json")):
+        assert proc.poll() is None and time.time() < deadline, "search ended before any trial reported"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(timeout=120)
+
+
+@pytest.mark.slow
+def test_a_warm_started_search_holds_the_earlier_trials_once_and_resumes(ray_cluster, builtin_root, smoke, tmp_path):
+    status = _interrupted_search(ray_cluster, builtin_root, tmp_path, "w", "--warm-start", str(smoke),
+                                 "--samples", "3")
+    assert status == 130
+    exp = tuner.run(None, resume=True, name="w", storage=tmp_path, dashboard=False, verbose=0)
+    study = optuna.load_study(study_name="w", storage=study_storage(exp))
+    earlier = optuna.load_study(study_name="smoke", storage=study_storage(smoke))
+    warm = [t for t in study.trials if "warm_start_from" in t.user_attrs]
+    assert len(warm) == len([t for t in earlier.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)])
+    assert len(study.trials) == len(warm) + 3 and len(read_trials(exp / "trials.csv")) == 3
+    assert yaml.safe_load((exp / "search.yaml").read_text())["warm_start"] == str(Path(smoke).resolve())
+
+
+@pytest.mark.slow
+def test_run_search_flags_choose_the_strategy_and_the_budget(ray_cluster, builtin_root, tmp_path):
+    """--searcher random --scheduler none --budget 3 over smoke.yaml (TPE + ASHA, 6 trials): the flags win, the
+    search ends on its budget (exit 0, not an interruption), and search.yaml and the report say what ran."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--data", str(builtin_root),
+                           "--storage", str(tmp_path), "--name", "f", "--searcher", "random", "--scheduler", "none",
+                           "--budget", "3"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recorded = yaml.safe_load((tmp_path / "f" / "search.yaml").read_text())["space"]
+    assert (recorded["searcher"], recorded["scheduler"], recorded["budget"]) == ("random", "none", 3)
+    table = read_trials(tmp_path / "f" / "trials.csv")
+    assert 3 <= table["epochs"].sum() <= 4 and len(table) < 6  # 2 trials at a time: one may finish its epoch
+    assert "interrupted" not in set(table["status"]) and "continue it with" not in proc.stderr
+    assert "random sampling, no early stopping, until they had trained 3 epochs in all" in \
+        (tmp_path / "f" / "report" / "index.md").read_text()

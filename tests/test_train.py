@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from helpers import TINY
-from tune_cvae.model import psnr_per_frame
-from tune_cvae.config import ConfigError, make_config
-from tune_cvae.checkpoint import load_checkpoint, save_checkpoint
-from tune_cvae.train import make_lr_scheduler, train
+from tune_cvae.lab.rollout import psnr_per_frame
+from tune_cvae.lab.config import make_config
+from tune_cvae.lab.checkpoint import load_checkpoint, save_checkpoint
+from tune_cvae.lab.train import make_lr_scheduler, train
 
 # what demo.yaml evaluates first: learns the built-in data within a few CPU minutes
 LEARNS = {**TINY, "batch_size": 4, "train_vi_len": 4, "partial": 1.0, "num_epoch": 4, "kl_anneal_type": "None",
@@ -52,14 +52,6 @@ def test_metrics_recorded_each_epoch(short_val):
     assert [m["tfr"] for m in seen] == [1.0, 0.0] and seen[0]["beta"] == 0.5
 
 
-@pytest.mark.parametrize("bad, key", [({"kl_anneal_type": "Linear"}, "kl_anneal_type"), ({"lr": -1}, "lr"),
-                                      ({"partial": 1.5}, "partial"), ({"no_such": 1}, "no_such"),
-                                      ({"batch_size": 0}, "batch_size")])
-def test_bad_config_names_the_key(bad, key):
-    with pytest.raises(ConfigError, match=key):
-        make_config(bad)
-
-
 @pytest.mark.slow
 def test_short_run_beats_repeating_the_first_frame(builtin):
     """A few minutes of CPU training on the built-in data must already beat the trivial predictor over the
@@ -73,7 +65,7 @@ def test_short_run_beats_repeating_the_first_frame(builtin):
 @pytest.mark.slow
 def test_cli_prints_the_final_metrics_as_its_last_line(builtin_root, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "tune_cvae.train", "--DR", str(builtin_root), "--save_root", str(tmp_path / "run"),
+        [sys.executable, "-m", "tune_cvae", "train", "--DR", str(builtin_root), "--save_root", str(tmp_path / "run"),
          "--num_epoch", "1", "--partial", "0.1", "--F_dim", "32", "--L_dim", "8", "--N_dim", "4",
          "--D_out_dim", "32"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

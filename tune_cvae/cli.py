@@ -1,14 +1,32 @@
 """The library's command line, one light entry: `python -m tune_cvae train|report|score|synthetic|bench ...`.
 
 Every command's flags are parsed here, before torch, pandas or Ray load, so `--help` and flag mistakes answer at
-once; then the module that does the work is imported and its `main(args)` runs. The older forms
-(`python -m tune_cvae.train ...`) come here too.
+once; then the module that does the work is imported and its `main(args)` runs. run_search.py and run_best.py
+take HelpFormatter and fail from here.
 """
 import argparse
 import importlib
+import sys
 
-from tune_cvae import HelpFormatter, UserError, fail
-from tune_cvae.config import BUILTIN_SEED, BUILTIN_TRAIN_FRAMES, OPTIONS
+from tune_cvae.bench.settings import RACE_MODEL, RACE_QUICK, SPEED_MODELS, STRATEGY_NAMES, describe
+from tune_cvae.common import UserError
+from tune_cvae.lab.config import BUILTIN_SEED, BUILTIN_TRAIN_FRAMES, OPTIONS, UNSEEN_SEED
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends a flag's default to its help unless the help already names it, or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
+
+
+def fail(err):
+    """Print a user error as one line and exit 2 (never a traceback for the user's mistakes)."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def train_flags(p):
@@ -52,8 +70,9 @@ def bench_flags(p):
     s = sub.add_parser("speed", help="training and rollout speed: the project's path against the template's loop",
                        formatter_class=HelpFormatter)
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    s.add_argument("--model", choices=["template", "small"], default="template",
-                   help="template: the template's sizes (F 128, L 32, N 12, D 192); small: F 32, L 16, N 4, D 48")
+    s.add_argument("--model", choices=list(SPEED_MODELS), default="template",
+                   help="template: the template's sizes (F_dim 128, L_dim 32, N_dim 12, D_out_dim 192); small: "
+                        + describe(SPEED_MODELS["small"]))
     s.add_argument("--data", default=None, help="LAB4-layout folder (default: the built-in dataset)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     s.add_argument("--reps", type=int, default=5, help="timed rounds per figure (medians shown, and the range "
@@ -64,18 +83,13 @@ def bench_flags(p):
     s.add_argument("--json", default=None, help="also write the table and the facts to this JSON file")
     q = sub.add_parser("quality", help="winner vs default configuration vs repeating the first frame, unseen data",
                        formatter_class=HelpFormatter)
-    q.add_argument("--seed", type=int, default=7, help="seed of the generated dataset (the spaces were tuned on 0)")
+    q.add_argument("--seed", type=int, default=UNSEEN_SEED, help=f"seed of the generated dataset (the spaces "
+                                                                  f"were tuned on {BUILTIN_SEED})")
     q.add_argument("--train-frames", type=int, default=None, help="training frames of that dataset (default: "
                                                                   "the built-in size)")
     q.add_argument("--out", default="bench_quality", help="folder for the dataset, the search and the scores")
     search_race_flags(sub.add_parser("search", formatter_class=HelpFormatter,
                                      help="search strategies raced at equal budget (trial-epochs) over seeds"))
-
-
-# searcher[+asha][+start] (race.py reads a name so), PBT over --pbt-space and its control (random+held: the same
-# space without exploits), and the default configuration alone
-STRATEGY_NAMES = ("tpe+asha", "random+asha", "tpe", "random", "tpe+asha+start", "random+start", "pbt",
-                  "random+held", "default config")
 
 
 def _strategies(text):
@@ -87,15 +101,15 @@ def _strategies(text):
 
 
 def search_race_flags(r):
-    r.add_argument("--data", default=None, help="LAB4-layout folder (default: the built-in dataset generated with "
-                                                "seed 7, data the spaces were not tuned on)")
+    r.add_argument("--data", default=None, help=f"LAB4-layout folder (default: the built-in dataset generated with "
+                                                f"seed {UNSEEN_SEED}, data the spaces were not tuned on)")
     r.add_argument("--out", default="bench_search", help="folder for the dataset, the searches and the tables")
     r.add_argument("--space", default="demo.yaml", help="the space whose values the strategies search")
     r.add_argument("--pbt-space", default="demo_pbt.yaml", help="the space of the pbt strategy: its population "
                                                                 "trains budget / num_samples epochs each")
     r.add_argument("--model", choices=["small", "space"], default="small",
-                   help="small: F_dim 16, L_dim 4, N_dim 4, D_out_dim 16 on 10%% of the training list per epoch "
-                        "(sized for 2 CPU cores); space: the space's own fixed values")
+                   help=f"small: {describe(RACE_MODEL)} (the fraction of the training list per epoch; sized for 2 "
+                        f"CPU cores); space: the space's own fixed values")
     r.add_argument("--budget", type=int, default=32, help="trial-epochs each search may spend")
     r.add_argument("--max-epochs", type=int, default=None, help="epochs of a full trial (default: the space's)")
     r.add_argument("--seeds", type=int, default=3, help="independent searches per strategy (seeds 0..K-1)")
@@ -103,24 +117,26 @@ def search_race_flags(r):
                    help=f"which to race (default: all): {', '.join(STRATEGY_NAMES)}")
     r.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray session (default: all); each "
                                                           "trial holds one")
-    r.add_argument("--quick", action="store_true", help="tiny settings for a test: 400 training frames, trials of "
-                                                        "2 epochs, a budget of 4, one seed")
+    r.add_argument("--quick", action="store_true", help=f"tiny settings for a test: {describe(RACE_QUICK)}")
 
 
-# command: (what it does, its flags, the module whose main(args) runs it, the flags that must be >= 1)
+# command: (what it does, its flags, the module whose main(args) runs it, the flags that must be >= 1); `bench`'s
+# module is chosen by its sub-command (BENCH_MODULES)
 COMMANDS = {
     "train": ("one training run with the template's flag names; the last stdout line is its final metrics as JSON",
-              train_flags, "tune_cvae.train", ("--per_save",)),
+              train_flags, "tune_cvae.lab.train", ("--per_save",)),
     "report": ("the trial tables and report/index.html of an experiment folder (also while its search runs)",
-               report_flags, "tune_cvae.report", ()),
+               report_flags, "tune_cvae.experiment.report", ()),
     "score": ("the leaderboard's score of a submission.csv: mean PSNR over frames 1..600 of each test video; "
-              "public = videos 0-2, private = 3-4", score_flags, "tune_cvae.predict", ()),
+              "public = videos 0-2, private = 3-4", score_flags, "tune_cvae.lab.leaderboard", ()),
     "synthetic": ("write the built-in dataset (a procedurally animated dancing figure) in the LAB4 layout",
-                  synthetic_flags, "tune_cvae.synthetic", ("--train-frames",)),
-    "bench": ("measured benchmarks: speed against the template's loop, quality on unseen data, search strategies "
-              "at equal budget", bench_flags, "tune_cvae.bench",
+                  synthetic_flags, "tune_cvae.lab.synthetic", ("--train-frames",)),
+    "bench": ("measured benchmarks: speed against the course's reference loop, quality on unseen data, search "
+              "strategies at equal budget", bench_flags, None,
               ("--threads", "--reps", "--steps", "--budget", "--max-epochs", "--seeds", "--cpus")),
 }
+BENCH_MODULES = {"speed": "tune_cvae.bench.speed", "quality": "tune_cvae.bench.quality",
+                 "search": "tune_cvae.bench.race"}
 
 
 def parser():
@@ -137,6 +153,7 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     _, _, module, at_least_one = COMMANDS[args.command]
+    module = module or BENCH_MODULES[args.bench]
     for flag in at_least_one:
         value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None and value < 1:
