@@ -348,3 +348,37 @@ def test_run_search_flags_choose_the_strategy_and_the_budget(ray_cluster, builti
     assert "interrupted" not in set(table["status"]) and "continue it with" not in proc.stderr
     assert "random sampling, no early stopping, until they had trained 3 epochs in all" in \
         (tmp_path / "f" / "report" / "index.md").read_text()
+
+
+def _first_tell_heard(journal_dir, name):
+    """Has the study in `journal_dir` heard the end of a trial (COMPLETE, PRUNED or FAIL)?"""
+    if not (journal_dir / "optuna.journal").is_file():
+        return False
+    study = optuna.load_study(study_name=name, storage=study_storage(journal_dir))
+    return any(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+@pytest.mark.parametrize("moment", ["before the first report", "right after the first tell"])
+def test_a_search_killed_with_sigkill_at_any_moment_resumes_to_every_trial_done(ray_cluster, builtin_root,
+                                                                                  tmp_path, moment):
+    """The searcher's saved state is older than the append-only journal after a kill; --resume goes by the
+    journal (a trial told after the last save is not told again) and ends with every trial done."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    with open(tmp_path / "stderr.txt", "w") as f:
+        proc = subprocess.Popen([sys.executable, "run_search.py", "--space", "smoke", "--samples", "4", "--data",
+                                 str(builtin_root), "--storage", str(tmp_path), "--name", "k"], env=env, cwd=ROOT,
+                                stdout=f, stderr=subprocess.STDOUT)
+    exp, deadline = tmp_path / "k", time.time() + 300
+    while not (list(exp.glob("searcher-state-*.pkl")) and (moment.startswith("before") or
+                                                           _first_tell_heard(exp, "k"))):
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "stderr.txt").read_text()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    tuner.run(None, resume=True, name="k", storage=tmp_path, dashboard=False, verbose=0)
+    table = read_trials(exp / "trials.csv")
+    assert len(table) == 4 and set(table.status) <= {"finished", "stopped early"}, table
+    study = optuna.load_study(study_name="k", storage=study_storage(exp))
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    told = [t.user_attrs["ray_trial_id"] for t in study.trials if t.state != TrialState.FAIL]
+    assert sorted(told) == sorted(table.trial_id)  # each trial told once, lost asks FAIL

@@ -89,3 +89,26 @@ def test_the_budget_stops_running_trials_and_proposals_and_survives_a_resume(tmp
     assert not shared.spent() and Budget(4).spent() is False
     shared.total = 4
     assert shared.spent() and restored.suggest("c") == Searcher.FINISHED
+
+
+def test_a_searcher_restored_from_a_state_older_than_its_journal_never_tells_a_trial_twice(tmp_path):
+    """What a SIGKILL between a tell and the next save leaves: the journal (append-only) has heard of a trial's end
+    and of a trial asked since; the saved state has not. Restored, the searcher goes by the journal: the told
+    trial's result coming again (Ray resumes it) is not told again, the trial asked since is FAIL, and the search
+    goes on."""
+    space = smoke_space(points_to_evaluate=[])
+    searcher, exp = searcher_on(tmp_path, space)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_result("a", {"epoch": 1, "val_psnr": 20.0})
+    searcher.save(tmp_path / "searcher.pkl")  # the last save before the kill
+    searcher.on_trial_complete("a", {"epoch": 3, "val_psnr": 21.0})  # told: COMPLETE in the journal
+    searcher.suggest("c")  # asked: RUNNING in the journal, unknown to the saved state and to Ray's
+    restored = AskTellSearcher(space, None, Budget())
+    restored.restore(tmp_path / "searcher.pkl")  # a new process: its study replays the journal
+    restored.on_trial_result("a", {"epoch": 3, "val_psnr": 21.0})
+    restored.on_trial_complete("a", {"epoch": 3, "val_psnr": 21.0})  # once raised "Cannot tell a COMPLETE trial"
+    restored.on_trial_complete("b", {"epoch": 3, "val_psnr": 19.0})
+    states = {t.user_attrs["ray_trial_id"]: t.state for t in restored.study.trials}
+    assert states == {"a": TrialState.COMPLETE, "b": TrialState.COMPLETE, "c": TrialState.FAIL}
+    assert restored.study.trials[0].value == 21.0 and isinstance(restored.suggest("d"), dict)

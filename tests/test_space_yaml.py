@@ -58,6 +58,18 @@ def test_shipped_spaces_parse():
     (("retrain", {"epochs": 0}), "retrain.epochs: must be an integer >= 1"),
     (("retrain", {"set": {"lr_scheduler": "sometimes"}}), "retrain.set.lr_scheduler"),
     (("retrain", {"seeds": 2}), "retrain: must be a mapping with epochs and/or set"),
+    # a prior or a portfolio that cannot be what the user meant
+    (("params.lr.prior", {"value": 1.0}), "params.lr.prior.value: 1.0 is outside [0.0001, 0.01]"),
+    (("params.lr.prior", {"value": 1e-3, "confidence": "sure"}), "params.lr.prior.confidence: must be low, medium"),
+    (("params.lr.prior", 1e-3), "params.lr.prior: must be a mapping with value"),
+    (("params.lr.prior", {"value": 1e-3, "probability": 0.5}), "params.lr.prior.probability: a number's belief"),
+    (("params.lr.prior", {"value": 1e-3, "centre": 1e-3}), "params.lr.prior.centre: unknown key"),
+    (("params.kl_anneal_type.prior", {"value": "Sigmoid"}), "params.kl_anneal_type.prior.value: 'Sigmoid' is not"),
+    (("params.kl_anneal_type.prior", {"value": "None", "probability": 1.5}),
+     "params.kl_anneal_type.prior.probability: must be a number in (0, 1]"),
+    (("portfolio", "nope.yaml"), "portfolio: nope.yaml: no such file"),
+    (("portfolio", [{"kl_anneal_type": "None", "lr": 1.0}]), "portfolio[0].lr: 1.0 is outside"),
+    (("searcher", "bayes"), "searcher: must be one of tpe, random, prior, sample-prior"),
 ])
 def test_malformed_space_names_the_key(change, key):
     with pytest.raises(SpaceError, match=None) as exc:
@@ -70,6 +82,19 @@ def test_more_start_points_than_trials_is_refused():
     raw["points_to_evaluate"] *= 2
     with pytest.raises(SpaceError, match="bad.yaml: points_to_evaluate: 2 points but num_samples is 1"):
         spaces.parse(raw, "bad.yaml")
+
+
+def test_a_portfolio_file_is_read_beside_the_space_and_recorded_whole(tmp_path):
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"portfolio": [{"kl_anneal_type": "None", "lr": 2e-3}]}))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({**GOOD, "portfolio": "mine.yaml"}, sort_keys=False))
+    space = spaces.load_space(str(tmp_path / "space.yaml"))
+    assert space.portfolio == [{"kl_anneal_type": "None", "lr": 2e-3}]
+    assert space.portfolio_file == str(tmp_path / "mine.yaml")
+    again = spaces.parse(space.to_dict(), "search.yaml")  # what an experiment's search.yaml gives back
+    assert again.portfolio == space.portfolio and again.portfolio_file == space.portfolio_file
+    (tmp_path / "mine.yaml").write_text("portfolio: not a list\n")
+    with pytest.raises(SpaceError, match="portfolio: .*mine.yaml holds no `portfolio:` list"):
+        spaces.load_space(str(tmp_path / "space.yaml"))
 
 
 def test_model_sizes_that_fit_together_pass():

@@ -8,7 +8,9 @@ import argparse
 import importlib
 import sys
 
-from tune_cvae.bench.settings import RACE_MODEL, RACE_QUICK, SPEED_MODELS, STRATEGY_NAMES, describe
+from tune_cvae.bench.settings import (MORE_STRATEGIES, RACE_DATA, RACE_MODEL, RACE_QUICK, SPEED_MODELS, STRATEGY_NAMES,
+                                      describe)
+from tune_cvae.bench.strategies import parts_of
 from tune_cvae.common import UserError
 from tune_cvae.lab.config import BUILTIN_SEED, BUILTIN_TRAIN_FRAMES, OPTIONS, UNSEEN_SEED
 
@@ -63,6 +65,17 @@ def synthetic_flags(p):
     p.add_argument("out", help="folder to create (must not exist)")
     p.add_argument("--train-frames", type=int, default=BUILTIN_TRAIN_FRAMES, help="number of training frames")
     p.add_argument("--seed", type=int, default=BUILTIN_SEED, help="random seed: same seed, same dataset")
+    p.add_argument("--tempo", type=float, default=1.0, help="how fast the dancers move (1.5: half as fast again, a "
+                                                            "harder dataset)")
+
+
+def portfolio_flags(p):
+    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help="finished experiment folders of searches on "
+                                                                        "other data (one per dataset)")
+    p.add_argument("--k", type=int, default=6, help="configurations in the portfolio")
+    p.add_argument("--out", default="portfolio.yaml", help="the portfolio file to write")
+    p.add_argument("--space", default=None, help="the space the portfolio is for: only configurations that lie in "
+                                                 "it are taken (default: the first experiment's space)")
 
 
 def bench_flags(p):
@@ -94,30 +107,51 @@ def bench_flags(p):
 
 def _strategies(text):
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in STRATEGY_NAMES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{','.join(unknown) or text!r}: strategies are {', '.join(STRATEGY_NAMES)}")
+    try:
+        for name in names:
+            if name not in STRATEGY_NAMES + MORE_STRATEGIES:
+                parts_of(name)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one strategy")
     return names
 
 
+def _budgets(text):
+    try:
+        budgets = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: trial-epochs as integers, e.g. 32,128") from None
+    if not budgets or min(budgets) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: each budget must be at least 1")
+    return budgets
+
+
 def search_race_flags(r):
-    r.add_argument("--data", default=None, help=f"LAB4-layout folder (default: the built-in dataset generated with "
-                                                f"seed {UNSEEN_SEED}, data the spaces were not tuned on)")
-    r.add_argument("--out", default="bench_search", help="folder for the dataset, the searches and the tables")
-    r.add_argument("--space", default="demo.yaml", help="the space whose values the strategies search")
+    r.add_argument("--data", action="append", default=None, metavar="DIR",
+                   help="a LAB4-layout folder with test_truth/ (repeatable; default: the built-in datasets " +
+                        ", ".join(RACE_DATA) + ", data the spaces and the portfolio were not tuned on)")
+    r.add_argument("--out", default="bench_search", help="folder for the datasets, the searches and the tables")
+    r.add_argument("--space", default="demo.yaml", help="the space whose values the strategies search (its start "
+                                                        "points, prior and portfolio are the knowledge they use)")
     r.add_argument("--pbt-space", default="demo_pbt.yaml", help="the space of the pbt strategy: its population "
                                                                 "trains budget / num_samples epochs each")
     r.add_argument("--model", choices=["small", "space"], default="small",
-                   help=f"small: {describe(RACE_MODEL)} (the fraction of the training list per epoch; sized for 2 "
-                        f"CPU cores); space: the space's own fixed values")
-    r.add_argument("--budget", type=int, default=32, help="trial-epochs each search may spend")
+                   help=f"small: {describe(RACE_MODEL)} (partial: the fraction of the training list per epoch; "
+                        f"val_frames: of the validation video; sized for 2 CPU cores); space: the space's own")
+    r.add_argument("--budgets", type=_budgets, default=[32, 128], metavar="B,B,...",
+                   help="trial-epochs each search may spend, one race per budget (default: 32,128)")
     r.add_argument("--max-epochs", type=int, default=None, help="epochs of a full trial (default: the space's)")
-    r.add_argument("--seeds", type=int, default=3, help="independent searches per strategy (seeds 0..K-1)")
+    r.add_argument("--seeds", type=int, default=10, help="searches per strategy, dataset and budget (seeds 0..K-1, "
+                                                         "the same for every strategy: paired)")
     r.add_argument("--strategies", type=_strategies, default=list(STRATEGY_NAMES), metavar="A,B,...",
-                   help=f"which to race (default: all): {', '.join(STRATEGY_NAMES)}")
+                   help=f"which rows to race (default: {', '.join(STRATEGY_NAMES)}; also: "
+                        f"{', '.join(MORE_STRATEGIES)}, or any SEARCHER+PARTS: bench/strategies.py)")
     r.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray session (default: all); each "
                                                           "trial holds one")
-    r.add_argument("--quick", action="store_true", help=f"tiny settings for a test: {describe(RACE_QUICK)}")
+    r.add_argument("--quick", action="store_true", help=f"tiny settings for a test: {describe(RACE_QUICK)}, one "
+                                                        f"dataset")
 
 
 # command: (what it does, its flags, the module whose main(args) runs it, the flags that must be >= 1); `bench`'s
@@ -131,9 +165,12 @@ COMMANDS = {
               "public = videos 0-2, private = 3-4", score_flags, "tune_cvae.lab.leaderboard", ()),
     "synthetic": ("write the built-in dataset (a procedurally animated dancing figure) in the LAB4 layout",
                   synthetic_flags, "tune_cvae.lab.synthetic", ("--train-frames",)),
+    "portfolio": ("a portfolio of configurations from earlier searches on other data, chosen greedily across their "
+                  "datasets; a space names it (portfolio: FILE) and its search evaluates it first",
+                  portfolio_flags, "tune_cvae.experiment.portfolio", ("--k",)),
     "bench": ("measured benchmarks: speed against the course's reference loop, quality on unseen data, search "
               "strategies at equal budget", bench_flags, None,
-              ("--threads", "--reps", "--steps", "--budget", "--max-epochs", "--seeds", "--cpus")),
+              ("--threads", "--reps", "--steps", "--max-epochs", "--seeds", "--cpus")),
 }
 BENCH_MODULES = {"speed": "tune_cvae.bench.speed", "quality": "tune_cvae.bench.quality",
                  "search": "tune_cvae.bench.race"}

@@ -128,7 +128,7 @@ def compare_replay(rows, run):
 def write_validation(out, run, epoch, source):
     """The submitted weights' validation rollout (as validated after `epoch`), kept per frame (CSV + plot, whose
     title names the `source`); returns the PSNR per frame."""
-    psnr, _ = validate(run, epoch)
+    psnr, _ = validate(run, epoch, frames=0)  # the whole video, whatever the search validated on
     pd.DataFrame({"frame": range(1, len(psnr) + 1), "psnr": psnr.numpy()}).to_csv(
         out / PER_FRAME_FILE, index=False)
     figures.psnr_per_frame(psnr.tolist(), source, out / Path(PER_FRAME_FILE).with_suffix(".png"))

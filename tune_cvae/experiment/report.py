@@ -144,10 +144,14 @@ def strategy(space):
                 f"trials drawn at random; every {space.pbt['interval']} epochs the bottom "
                 f"{space.pbt['quantile']:.0%} took the weights of a top trial and perturbed "
                 f"{', '.join(space.mutated)}.")
-    proposer = {"tpe": "Optuna's TPE", "random": "random sampling"}[space.searcher]
+    proposer = {"tpe": "Optuna's TPE", "random": "random sampling",
+                "prior": "the prior-guided sampler (the prior, mutations of the incumbent or uniform draws, weighted "
+                         "by the evidence)", "sample-prior": "draws from the prior alone"}[space.searcher]
     stopper = "ASHA stopping poor trials early" if space.scheduler == "asha" else "no early stopping"
     budget = f", until they had trained {space.budget} epochs in all" if space.budget else ""
-    return f"Trials proposed by {proposer}, {stopper}{budget}."
+    first = " and ".join(n for n, points in (("the start points", space.points_to_evaluate),
+                                             (f"a portfolio of {len(space.portfolio)}", space.portfolio)) if points)
+    return f"Trials proposed by {proposer}, {stopper}{budget}" + (f"; {first} first." if first else ".")
 
 
 def lab_report(exp_dir, table):

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 from tune_cvae.common import UserError
 
-SEARCHERS, SCHEDULERS, PBT = ("tpe", "random"), ("asha", "none", "pbt", "pb2"), ("pbt", "pb2")
+SEARCHERS, SCHEDULERS, PBT = ("tpe", "random", "prior", "sample-prior"), ("asha", "none", "pbt", "pb2"), ("pbt", "pb2")
 PBT_FIXED = {"kl_anneal_type": "None", "tfr_d_step": 0.0, "lr_scheduler": "none"}  # hold what PBT changes constant
 PBT_SCHEDULE_KEYS = {"kl_anneal_cycle", "kl_anneal_ratio", "tfr_sde", "milestones", "gamma", *PBT_FIXED}
 
@@ -85,6 +85,8 @@ class Space:
     scheduler: str = "asha"
     budget: int = None  # trial-epochs after which the search ends (None: num_samples trials decide)
     pbt: dict = None  # PBT's settings (interval, quantile, resample_probability, mutate); used by pbt and pb2
+    portfolio: list = field(default_factory=list)  # configurations from earlier searches, after the start points
+    portfolio_file: str = None  # the file they came from
 
     @property
     def mutated(self):

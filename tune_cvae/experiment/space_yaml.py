@@ -6,15 +6,18 @@ from pathlib import Path
 
 import yaml
 
+from tune_cvae.experiment.prior import CONFIDENCE_PROBABILITY, CONFIDENCE_STD, PRIOR_KEYS
 from tune_cvae.experiment.space import PBT, PBT_FIXED, PBT_SCHEDULE_KEYS, SCHEDULERS, SEARCHERS, Space, SpaceError
 from tune_cvae.lab.config import DEFAULTS, METRICS, MODEL_SIZES, OPTIONS, SETTABLE, ConfigError, make_config
 
 SPACES_DIR = Path(__file__).resolve().parent.parent.parent / "search_spaces"
 TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
-            "points_to_evaluate", "retrain", "description", "searcher", "scheduler", "budget", "pbt"}
+            "points_to_evaluate", "retrain", "description", "searcher", "scheduler", "budget", "pbt", "portfolio",
+            "portfolio_file"}
 PBT_KEYS = {"interval", "quantile", "resample_probability", "mutate"}
-PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
-              "categorical": {"type", "choices", "when"}}
+PARAM_KEYS = {"float": {"type", "low", "high", "log", "when", "prior"},
+              "int": {"type", "low", "high", "log", "when", "prior"},
+              "categorical": {"type", "choices", "when", "prior"}}
 
 
 def resolve(name_or_path):
@@ -82,17 +85,52 @@ def parse(raw, path="<space>"):
     for name, p in params.items():
         _check_param(path, name, p, params, fixed)
     _check_every_value(path, params, {**fixed, "num_epoch": max_epochs})
-    num_samples = _int(raw, path, "num_samples")
-    space = Space(path, metric, mode, num_samples, max_epochs, grace,
+    space = Space(path, metric, mode, _int(raw, path, "num_samples"), max_epochs, grace,
                   _int(raw, path, "reduction_factor", 3, low=2), fixed, params,
                   retrain=_check_retrain(path, raw.get("retrain") or {}, fixed), **strategy)
-    points = raw.get("points_to_evaluate") or []
+    _start_points(space, raw)
+    return space
+
+
+def _start_points(space, raw):
+    """points_to_evaluate, then the portfolio (a file of configurations from earlier searches, or its list as
+    search.yaml records it), each checked like a trial's values; all of them evaluated first."""
+    path, points = space.path, raw.get("points_to_evaluate") or []
     _need(isinstance(points, list), path, "points_to_evaluate", "must be a list of mappings")
-    _need(len(points) <= num_samples, path, "points_to_evaluate",
-          f"{len(points)} points but num_samples is {num_samples}: the search would never reach the last ones")
     for i, point in enumerate(points):
         space.points_to_evaluate.append(_check_point(space, point, f"points_to_evaluate[{i}]"))
-    return space
+    portfolio, where = raw.get("portfolio") or [], "portfolio"
+    if isinstance(portfolio, str):
+        space.portfolio_file = str(_portfolio_file(path, portfolio))
+        portfolio, where = _read_portfolio(path, space.portfolio_file), f"portfolio ({space.portfolio_file})"
+    else:
+        space.portfolio_file = raw.get("portfolio_file")
+    _need(isinstance(portfolio, list), path, "portfolio", "must name a portfolio file or list configurations")
+    for i, point in enumerate(portfolio):
+        space.portfolio.append(_check_point(space, point, f"{where}[{i}]"))
+    first = len(space.points_to_evaluate) + len(space.portfolio)
+    _need(first <= space.num_samples, path, "points_to_evaluate", f"{first} points"
+          f"{' with the portfolio' if space.portfolio else ''} but num_samples is {space.num_samples}: the search "
+          f"would never reach the last ones")
+
+
+def _portfolio_file(path, name):
+    """A space's `portfolio:` file: beside the space file, else in search_spaces/."""
+    for candidate in (Path(path).parent / name, SPACES_DIR / name, Path(name).expanduser()):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise SpaceError(f"{path}: portfolio: {name}: no such file (beside the space or in {SPACES_DIR})")
+
+
+def _read_portfolio(path, file):
+    """The configurations of a portfolio file (`python -m tune_cvae portfolio` writes them under `portfolio:`)."""
+    try:
+        raw = yaml.safe_load(Path(file).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SpaceError(f"{path}: portfolio: {file}: cannot be read ({str(e).splitlines()[0]})") from None
+    _need(isinstance(raw, dict) and isinstance(raw.get("portfolio"), list), path, "portfolio",
+          f"{file} holds no `portfolio:` list of configurations")
+    return raw["portfolio"]
 
 
 def _strategy(raw, path):
@@ -147,6 +185,8 @@ def _pbt_fixed(path, fixed, params, mutate, active):
               "ratio and lr are held and changed by PBT (kl_beta_max, tfr, lr): leave their schedules out")
         _need(not isinstance(p, dict) or "when" not in p, path, f"params.{name}.when",
               "PBT draws its population at random, without conditions")
+        _need(not isinstance(p, dict) or "prior" not in p, path, f"params.{name}.prior",
+              "PBT draws its population at random, not from a prior")
     for name, value in fixed.items():
         _need(name not in PBT_SCHEDULE_KEYS or PBT_FIXED.get(name) == value, path, f"fixed.{name}",
               f"under PBT it is {PBT_FIXED.get(name, 'unused')} (PBT changes kl_beta_max, tfr and lr itself)")
@@ -188,6 +228,8 @@ def _check_param(path, name, p, params, fixed):
                   f"needs a number for a {p['type']} parameter, got {p.get(bound)!r}")
         _need(p["low"] <= p["high"], path, key, f"low {p['low']} > high {p['high']}")
         _need(not p.get("log") or p["low"] > 0, path, f"{key}.log", "a log scale needs low > 0")
+    if "prior" in p:
+        _check_prior(path, key, p)
     when = p.get("when", {})
     _need(isinstance(when, dict), path, f"{key}.when", "must map parameter names to values")
     earlier = list(params)[:list(params).index(name)]
@@ -200,6 +242,29 @@ def _check_param(path, name, p, params, fixed):
                 isinstance(value, (int, float)) and parent["low"] <= value <= parent["high"]
             _need(can, path, f"{key}.when.{other}", f"{value!r} is a value {other} never takes, so {name} would "
                   f"never be searched")
+
+
+def _check_prior(path, key, p):
+    """`prior: {value, confidence: low|medium|high}` (a categorical may give `probability` on its value instead)."""
+    prior, key = p["prior"], f"{key}.prior"
+    _need(isinstance(prior, dict) and "value" in prior, path, key, "must be a mapping with value and confidence "
+          "(or probability, for a categorical)")
+    for k in prior:
+        _need(k in PRIOR_KEYS, path, f"{key}.{k}", f"unknown key (known: {', '.join(sorted(PRIOR_KEYS))})")
+    value = prior["value"]
+    if p["type"] == "categorical":
+        _need(value in p["choices"], path, f"{key}.value", f"{value!r} is not one of {p['choices']}")
+        q = prior.get("probability")
+        _need(q is None or (isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q <= 1), path,
+              f"{key}.probability", f"must be a number in (0, 1], got {q!r}")
+        _need(q is None or "confidence" not in prior, path, key, "give confidence or probability, not both")
+    else:
+        _need(isinstance(value, (int, float)) and not isinstance(value, bool) and p["low"] <= value <= p["high"],
+              path, f"{key}.value", f"{value!r} is outside [{p['low']}, {p['high']}]")
+        _need("probability" not in prior, path, f"{key}.probability", "a number's belief takes a confidence")
+    confidence = prior.get("confidence", "medium")
+    _need(confidence in CONFIDENCE_STD and confidence in CONFIDENCE_PROBABILITY, path, f"{key}.confidence",
+          f"must be low, medium or high, got {confidence!r}")
 
 
 def _values(name, p):

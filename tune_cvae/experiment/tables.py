@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_cvae.experiment.files import (ERROR_FILE, PARAMS_FILE, interrupted_trials, is_nan, trial_id_of,
-                                        trial_results, trial_status)
+from tune_cvae.experiment.files import (ERROR_FILE, JOURNAL, PARAMS_FILE, interrupted_trials, is_nan, study_storage,
+                                        trial_id_of, trial_results, trial_status)
 from tune_cvae.experiment.lineage import donors
 from tune_cvae.experiment.record import read_search
 from tune_cvae.experiment.space import PBT
@@ -55,9 +55,22 @@ def collect(exp_dir):
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    sources = trial_sources(exp_dir)
+    if sources:  # which source proposed each trial (the study records it): start point, portfolio, prior, ...
+        table.insert(2, "source", [sources.get(str(t), "") for t in table["trial_id"]])
     table = table.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last", kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
+
+
+def trial_sources(exp_dir):
+    """{Ray trial id: the source that proposed it} from the experiment's Optuna study ({} without one)."""
+    if not (Path(exp_dir) / JOURNAL).is_file():
+        return {}
+    import optuna
+    study = optuna.load_study(study_name=None, storage=study_storage(exp_dir))
+    return {str(t.user_attrs["ray_trial_id"]): t.user_attrs.get("source", "") for t in study.get_trials(deepcopy=False)
+            if "ray_trial_id" in t.user_attrs}
 
 
 def summary(table, metric):

@@ -41,6 +41,8 @@ OPTIONS = {
     "output": ("frame", ["frame", "residual"], "the Generator predicts the frame, or its change from the previous one"),
     "logvar_clamp": (0.0, float, "clamp the posterior's log-variance to [-v, v] (0 = no clamp)"),
     "infer_z": ("prior", ["prior", "zero"], "z during validation rollouts: drawn from N(0, I), or its mean 0"),
+    "val_frames": (0, int, "frames of the validation video rolled out after each epoch (0: all of it); fewer "
+                           "validate faster, and less like the leaderboard's 600"),
     "shuffle": (True, bool, "shuffle the clips each epoch"),
     "precision": ("fp32", ["fp32", "bf16"], "float32, or bfloat16 autocast of the forward passes (weights stay "
                                             "float32)"),
@@ -79,6 +81,8 @@ def make_config(overrides=None):
         config[key] = _check(key, config[key], kind)
     if config["F_dim"] % 8 or config["L_dim"] % 2 or config["D_out_dim"] % 8 or (config["F_dim"] + config["L_dim"] + config["N_dim"]) % 4:
         raise ConfigError("F_dim and D_out_dim must be multiples of 8, L_dim even, F_dim+L_dim+N_dim a multiple of 4")
+    if config["val_frames"] == 1:
+        raise ConfigError("val_frames=1: the rollout needs 2 frames at least (0: the whole video)")
     if config["train_vi_len"] < 2:
         raise ConfigError(f"train_vi_len={config['train_vi_len']}: must be >= 2")
     return config

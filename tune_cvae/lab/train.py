@@ -63,14 +63,16 @@ def validation_seed(config, epoch):
     return config["seed"] * 100003 + epoch - 1
 
 
-def validate(run, epoch: int):
-    """Roll out the validation video from its first frame with the weights after `epoch` epochs. Returns the PSNR
-    in dB of each frame 1..T-1, (T-1,), and an image strip (3, 2*32, k*64) in [0, 1]: the predicted frames
-    STRIP_FRAMES on top, the true ones below."""
-    dataset = run.dataset
+def validate(run, epoch: int, frames: int | None = None):
+    """Roll out the validation video from its first frame with the weights after `epoch` epochs: its first
+    `frames` frames (default: the config's val_frames; 0: all of them). Returns the PSNR in dB of each frame
+    1..T-1, (T-1,), and an image strip (3, 2*32, k*64) in [0, 1]: the predicted frames STRIP_FRAMES on top, the
+    true ones below."""
+    dataset, frames = run.dataset, run.config["val_frames"] if frames is None else frames
     gen = torch.Generator(run.device).manual_seed(validation_seed(run.config, epoch))
-    true = dataset.val_img.float() / 255
-    pred = run.rollout(true[0], dataset.val_label.float() / 255, run.config["infer_z"], gen)
+    length = min(frames or len(dataset.val_img), len(dataset.val_img))
+    true = dataset.val_img[:length].float() / 255
+    pred = run.rollout(true[0], dataset.val_label[:length].float() / 255, run.config["infer_z"], gen)
     picks = [i for i in STRIP_FRAMES if i < len(true)]
     strip = torch.cat([torch.cat(list(pred[picks]), dim=2), torch.cat(list(true[picks]), dim=2)], dim=1)
     return psnr_per_frame(pred[1:], true[1:]).cpu(), strip.clamp(0, 1).cpu()

@@ -11,7 +11,7 @@ from tune_cvae.common import write_whole
 from tune_cvae.experiment.files import DIVERGED, FINISHED, STOPPED, trial_status
 from tune_cvae.experiment.space import DefineByRun
 from tune_cvae.lab.config import best_of
-from tune_cvae.search.study import new_study
+from tune_cvae.search.study import new_study, source_of
 
 
 class AskTellSearcher(Searcher):
@@ -34,6 +34,7 @@ class AskTellSearcher(Searcher):
             return Searcher.FINISHED
         trial = self.study.ask()
         trial.set_user_attr("ray_trial_id", trial_id)
+        trial.set_user_attr("source", source_of(self.study, trial))
         constants = DefineByRun(self.space)(trial)
         self.trials[trial_id], self.values[trial_id] = trial, {}
         return {**constants, **trial.params}
@@ -73,6 +74,25 @@ class AskTellSearcher(Searcher):
             state = pickle.load(f)
         self.budget.epochs.update(state.pop("budget").epochs)  # in place: the stopper shares this budget
         self.__dict__.update(state)
+        self.reconcile()
+
+    def finished_in_journal(self, number):
+        """Has the study (the journal, replayed) already heard the end of trial `number`?"""
+        return self.study.get_trials(deepcopy=False)[number].state.is_finished()
+
+    def reconcile(self):
+        """After a restore the journal is the truth, and it can be ahead of this state, saved earlier: a trial told
+        after the last save is dropped here (its result may come again when Ray resumes it, and is not told
+        twice); a trial asked after it, which Ray's saved state does not hold either, will never run and is told
+        FAIL, so that the study holds no trial RUNNING forever."""
+        for trial_id, trial in list(self.trials.items()):
+            if self.finished_in_journal(trial.number):
+                self.trials.pop(trial_id)
+                self.values.pop(trial_id, None)
+        known = {trial.number for trial in self.trials.values()}
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number not in known:
+                self.study.tell(frozen.number, state=TrialState.FAIL)
 
 
 def make_searcher(space, exp_dir, seed, budget, warm_start=None):

@@ -48,7 +48,7 @@ def reopen_experiment(name, storage):
     return exp_dir, read_search(exp_dir)
 
 
-def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
+def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose, reuse_actors=False):
     """A Tuner restored from `exp_dir`, or a new one (the space's searcher, scheduler and budget) whose
     search.yaml is written now. Ray's own console output is off (a config and a result box per trial);
     StatusTable prints one table instead. Ray's TensorBoard logger is left out, so TensorBoard shows one run per
@@ -80,6 +80,7 @@ def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(
         search_alg=search_alg, scheduler=scheduler,
         num_samples=space.num_samples, max_concurrent_trials=concurrent,
+        reuse_actors=reuse_actors and space.scheduler not in PBT,
         trial_dirname_creator=trial_folder),
         run_config=tune.RunConfig(
             name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0,
@@ -91,9 +92,12 @@ def build_tuner(exp_dir, record, trainable, concurrent, resume, verbose):
 
 def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, samples=None,
         max_epochs=None, searcher=None, scheduler=None, budget=None, warm_start=None, name=None,
-        storage="ray_results", address=None, resume=False, seed=0, num_cpus=None, dashboard=True, verbose=1):
+        storage="ray_results", address=None, resume=False, seed=0, num_cpus=None, dashboard=True, verbose=1,
+        reuse_actors=False):
     """The whole search; returns the experiment folder. UserError for anything the user can fix. samples,
-    max_epochs, searcher, scheduler and budget replace the space's values (None keeps them)."""
+    max_epochs, searcher, scheduler and budget replace the space's values (None keeps them). `reuse_actors`:
+    trials after the first run in their predecessors' processes (faster starts; the Ray dashboard then names
+    each process after its first trial), except under PBT."""
     storage = Path(storage).expanduser().resolve()
     check_writable(storage, "--storage")
     if resume:
@@ -116,7 +120,7 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     say(f"TensorBoard: tensorboard --logdir {exp_dir}")
     if space.scheduler not in PBT:
         say(f"Optuna study: optuna-dashboard {exp_dir / JOURNAL}")
-    tuner = build_tuner(exp_dir, record, trainable, concurrent, resume, verbose)
+    tuner = build_tuner(exp_dir, record, trainable, concurrent, resume, verbose, reuse_actors)
     say(f"search: {space.searcher} + {space.scheduler}, {space.num_samples} trials of up to {space.max_epochs} epochs"
         + (f" or {space.budget} trial-epochs in all" if space.budget else "") + f", {concurrent} at a time, "
         f"{record.resources['cpu']:g} CPU + {record.resources['gpu']:g} GPU each; experiment folder {exp_dir}")
