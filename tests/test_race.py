@@ -1,46 +1,71 @@
-"""The strategy race (`bench search`): each strategy's space, the summary's reach, the quick race end to end."""
-import math
-
+"""The strategy race (`bench search`): the quick race end to end, every row, run_best on each search."""
 import pandas as pd
 import pytest
 import yaml
 
 from tune_cvae import cli
 from tune_cvae.bench import race
-from tune_cvae.bench.settings import STRATEGY_NAMES
-
-
-def test_reach_and_the_summary_count_trial_epochs_to_the_baselines_best():
-    runs = [({"strategy": "random", "seed": s, "best_val_psnr": v, "test_score": v - 1, "trial_epochs": 4,
-              "trials": 1, "diverged": 0, "wall_s": 1.0}, curve) for s, (v, curve) in
-            enumerate([(20.0, [15.0, 20.0, 20.0, 20.0]), (22.0, [math.nan, 18.0, 22.0, 22.0])])]
-    runs.append(({**runs[0][0], "strategy": "tpe+asha", "best_val_psnr": 25.0}, [21.0, 25.0, 25.0, 25.0]))
-    table, summary = race.summarise(runs, "val_psnr", "max")
-    assert summary.attrs["target"] == 21.0
-    tpe = summary.set_index("strategy").loc["tpe+asha"]
-    assert tpe["epochs to baseline's best"] == 1 and tpe["reached"] == "1/1"
-    assert summary.set_index("strategy").loc["random"]["reached"] == "1/2"
-    assert math.isnan(race.reach([math.nan, 18.0], 21.0, "max")) and race.reach([19.0, 22.0], 21.0, "max") == 2
+from tune_cvae.bench.settings import CONTROLS, NEW_DEFAULT, ONE_RUN, RUN_BEST, SINGLE_RUNS, STRATEGY_NAMES
 
 
 @pytest.mark.slow
-def test_the_quick_race_runs_every_strategy_and_run_best_works_on_each(ray_cluster, builtin_root, tmp_path):
+def test_the_quick_race_runs_every_row_and_run_best_works_on_each(ray_cluster, builtin_root, tmp_path):
     from tune_cvae.experiment.best import run_best
+    rows = list(STRATEGY_NAMES) + ["pbt", "random+held", "default config"]
     args = cli.parser().parse_args(["bench", "search", "--quick", "--data", str(builtin_root), "--out",
-                                    str(tmp_path / "race")])
-    summary = race.race(args)
-    assert list(summary["strategy"]) == list(STRATEGY_NAMES)
+                                    str(tmp_path / "race"), "--strategies", ",".join(rows)])
+    race.race(args)
     table = pd.read_csv(tmp_path / "race" / "searches.csv")
-    searches = table[table["strategy"] != "default config"]
+    assert set(table["strategy"]) == set(rows) and table["test_score"].notna().all()
+    by = table.set_index("strategy")
+    searches = table[~table["strategy"].isin([RUN_BEST, *SINGLE_RUNS])]
     assert (searches["trial_epochs"] >= 4).all() and (searches["trial_epochs"] <= 4 + 1).all()  # 2 trials at a time
-    assert table["test_score"].notna().all() and (tmp_path / "race" / "race.png").stat().st_size > 0
-    assert "| strategy |" in (tmp_path / "race" / "summary.md").read_text()
-    for exp in sorted((tmp_path / "race" / "ray_results").iterdir()):
+    assert by.loc[RUN_BEST, "trial_epochs"] == by.loc[NEW_DEFAULT, "trial_epochs"] + 8  # demo.yaml's retrain
+    assert by.loc[ONE_RUN, "trial_epochs"] == 4 + 8  # the same compute, one run
+    compared = pd.read_csv(tmp_path / "race" / "comparisons.csv")
+    assert {tuple(p) for p in compared[["row", "control"]].to_numpy()} == set(CONTROLS)
+    assert (compared["pairs"] == 1).all() and (tmp_path / "race" / "race.png").stat().st_size > 0
+    for exp in sorted((tmp_path / "race" / "ray_results").glob("*/*")):
         strategy = yaml.safe_load((exp / "search.yaml").read_text())["space"]
-        assert (exp / "trials.csv").is_file() and (exp / "report" / "index.html").is_file(), exp
         first = (exp / "report" / "index.md").read_text().splitlines()[2]
-        assert ("Population Based Training" if strategy["scheduler"] == "pbt" else
-                "random sampling" if strategy["searcher"] == "random" else "TPE") in first, first
+        assert {"pbt": "Population Based Training"}.get(strategy["scheduler"], {
+            "random": "random sampling", "tpe": "TPE", "prior": "prior-guided",
+            "sample-prior": "from the prior alone"}[strategy["searcher"]]) in first, first
         assert ("ASHA" in first) == (strategy["scheduler"] == "asha"), first
-        out, summary = run_best(experiment=exp, epochs=1, from_checkpoint=True, out=exp / "best")
+        assert ("the start points" in first) == bool(strategy["points_to_evaluate"]) or "seed" in strategy["params"]
+        out, summary = run_best(experiment=exp, epochs=1, from_checkpoint=True, out=exp / "best-again")
         assert (out / "submission.csv").is_file() and "score" in summary, (exp, strategy["searcher"])
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_races_process_group_ends_it_and_the_same_command_continues(builtin_root, tmp_path):
+    """What Slurm or `timeout` does: SIGTERM to the whole process group, Ray's own processes included. The race
+    ends with 143 and one line (Ray's GCS, which once died under it, made it wait a minute and end on a
+    connection error); its finished search is kept; the same command continues and reads it, not run again."""
+    import glob
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    command = [sys.executable, "-m", "tune_cvae", "bench", "search", "--quick", "--data", str(builtin_root), "--out",
+               str(tmp_path / "race"), "--cpus", "1", "--strategies", "random,tpe+asha"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a Ray session of its own, as a user's
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(command, env=env, cwd=root, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    while not glob.glob(str(tmp_path / "race/ray_results/*/tpe-asha-seed0/trial_*/result.json")):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1].startswith("the race was interrupted") and "Traceback" not in stderr
+    finished = list((tmp_path / "race/ray_results").glob("*/random-seed0/race.json"))
+    assert len(finished) == 1
+    before = finished[0].read_text()
+    again = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert finished[0].read_text() == before  # read, not run again
+    assert set(pd.read_csv(tmp_path / "race/searches.csv")["strategy"]) == {"random", "tpe+asha"}

@@ -382,3 +382,40 @@ def test_a_search_killed_with_sigkill_at_any_moment_resumes_to_every_trial_done(
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     told = [t.user_attrs["ray_trial_id"] for t in study.trials if t.state != TrialState.FAIL]
     assert sorted(told) == sorted(table.trial_id)  # each trial told once, lost asks FAIL
+
+
+def test_a_prior_guided_search_with_a_portfolio_first_resumes_after_sigkill_and_reports(ray_cluster, builtin_root,
+                                                                                         tmp_path):
+    """searcher: prior over smoke.yaml with a prior on lr and a portfolio of two configurations: killed after its
+    first tell, resumed to every trial done; the portfolio went first, every trial names its source, the report
+    says what ran, and run_best.py retrains the winner."""
+    from tune_cvae.experiment.best import run_best
+    raw = yaml.safe_load((ROOT / "search_spaces/smoke.yaml").read_text())
+    raw["searcher"], raw["num_samples"], raw["portfolio"] = "prior", 5, "folio.yaml"
+    raw["params"]["lr"]["prior"] = {"value": 5e-3, "confidence": "high"}
+    folio = [{"kl_anneal_type": "None", "tfr_d_step": 0.5, "lr": 4e-3},
+             {"kl_anneal_type": "Cyclical", "kl_anneal_cycle": 2, "tfr_d_step": 0.2, "lr": 2e-3}]
+    (tmp_path / "folio.yaml").write_text(yaml.safe_dump({"portfolio": folio}))
+    (tmp_path / "prior.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.Popen([sys.executable, "run_search.py", "--space", str(tmp_path / "prior.yaml"), "--data",
+                             str(builtin_root), "--storage", str(tmp_path), "--name", "p"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (list((tmp_path / "p").glob("searcher-state-*.pkl")) and _first_tell_heard(tmp_path / "p", "p")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    exp = tuner.run(None, resume=True, name="p", storage=tmp_path, dashboard=False, verbose=0)
+    table = read_trials(exp / "trials.csv", keep_default_na=False)
+    assert len(table) == 5 and set(table.status) <= {"finished", "stopped early"}
+    assert list(table.source).count("portfolio") == 2 and set(table.source) - {"portfolio"} <= {
+        "prior", "incumbent", "uniform"}
+    study = optuna.load_study(study_name="p", storage=study_storage(exp))
+    firsts = [t.params for t in sorted(study.trials, key=lambda t: t.number)[:2]]
+    assert firsts == folio  # the portfolio went first
+    index = (exp / "report" / "index.md").read_text()
+    assert "the prior-guided sampler" in index and "a portfolio of 2 first" in index and "| source |" in index
+    out, summary = run_best(experiment=exp, epochs=1, out=tmp_path / "best")
+    assert (out / "submission.csv").is_file() and "score" in summary

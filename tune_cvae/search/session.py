@@ -1,8 +1,10 @@
 """The Ray session a search runs in: joining a cluster or starting a local session with its dashboard, and the
 trials' resources planned against what Ray sees, before any trial exists.
 """
+import contextlib
 import math
 import os
+import signal
 
 import ray
 import torch
@@ -22,10 +24,21 @@ def start_ray(address=None, num_cpus=None, dashboard=True):
         ray.init(address=address, log_to_driver=False)
         say(f"joined the Ray cluster at {address}")
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
-             dashboard_port=DASHBOARD_PORT, log_to_driver=False)
-    if dashboard:
+    with sigterm_blocked():  # the processes Ray starts now inherit the mask: a SIGTERM to the whole process group
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",  # (Slurm, timeout)
+                 dashboard_port=DASHBOARD_PORT, log_to_driver=False)  # then reaches the driver alone, which stops
+    if dashboard:  # the search and Ray in order (Ray blocks SIGINT there itself); else Ray's GCS dies under it
         say(f"Ray dashboard: http://127.0.0.1:{DASHBOARD_PORT}  (login token: `ray get-auth-token`)")
+
+
+@contextlib.contextmanager
+def sigterm_blocked():
+    """SIGTERM blocked in this thread while the block runs (a SIGTERM that comes then waits until it ends)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def plan_resources(gpus, gpus_per_trial, cpus_per_trial, num_samples):

@@ -7,6 +7,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+# TPE's group and constant_liar, Study.set_metric_names: stable in use here, "experimental" in Optuna's words
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
 from tune_cvae.common import say
 from tune_cvae.experiment.files import study_storage
 from tune_cvae.search.priorband import PriorBandSampler
@@ -19,7 +22,6 @@ def sampler(space, seed):
         return optuna.samplers.RandomSampler(seed=seed)
     if space.searcher in ("prior", "sample-prior"):
         return PriorBandSampler(space, seed, only_prior=space.searcher == "sample-prior")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group, constant_liar
     expected = space.num_samples if not space.budget else min(space.num_samples, space.budget // space.max_epochs)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                       n_startup_trials=min(10, max(2, expected // 3)))

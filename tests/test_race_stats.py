@@ -1,0 +1,53 @@
+"""The race's figures: medians and quartiles per row, each row against its control paired by dataset, budget and
+seed, with its win rate and Wilcoxon p-value."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from tune_cvae.bench import race_stats
+from tune_cvae.bench.race import curve
+
+
+def rows(strategy, scores, dataset="a", budget=32):
+    return [{"dataset": dataset, "budget": budget, "strategy": strategy, "seed": seed, "best_val_psnr": s + 1,
+             "test_score": s, "trial_epochs": budget, "trials": 9, "diverged": 0, "wall_s": 1.0}
+            for seed, s in enumerate(scores)]
+
+
+def test_the_summary_gives_median_and_quartiles_per_dataset_and_over_both():
+    table = pd.DataFrame(rows("random+start", [20.0, 21.0, 22.0, 23.0]) + rows("random+start", [10.0, 30.0], "b"))
+    summary = race_stats.summary(table, "val_psnr").set_index(["dataset", "strategy"])
+    a = summary.loc[("a", "random+start")]
+    assert (a["test median"], a["test q1"], a["test q3"], a["searches"]) == (21.5, 20.75, 22.25, 4)
+    both = summary.loc[(race_stats.ALL, "random+start")]
+    assert both["searches"] == 6 and both["test mean"] == pytest.approx(21.0)
+
+
+def test_a_row_is_paired_with_its_control_by_dataset_budget_and_seed():
+    mine = rows("prior+asha+start+portfolio", [21.0, 22.0, 19.0, 25.0, 24.0, 23.0])
+    theirs = rows("random+start", [20.0, 20.0, 20.0, 20.0, 20.0, 20.0])[:5]  # seed 5 missing: not paired
+    compared = race_stats.comparisons(pd.DataFrame(mine + theirs))
+    line = compared.set_index("control").loc["random+start"]
+    diffs = np.array([1.0, 2.0, -1.0, 5.0, 4.0])
+    assert line["pairs"] == 5 and line["mean diff (dB)"] == pytest.approx(diffs.mean())
+    assert line["win rate"] == pytest.approx(0.8)
+    assert line["Wilcoxon p"] == pytest.approx(wilcoxon(diffs).pvalue)
+
+
+def test_ties_count_half_and_a_row_equal_to_its_control_has_p_one():
+    same = rows("prior+asha+start+portfolio", [20.0, 21.0]) + rows("random+start", [20.0, 21.0])
+    line = race_stats.comparisons(pd.DataFrame(same)).set_index("control").loc["random+start"]
+    assert line["win rate"] == 0.5 and line["Wilcoxon p"] == 1.0
+    assert math.isnan(race_stats.wilcoxon(np.array([1.0])))
+
+
+def test_the_best_so_far_curve_follows_the_results_in_the_order_they_came(tmp_path):
+    import json
+    for name, results in (("trial_a", [(1, 10.0, 1.0), (2, 12.0, 3.0)]), ("trial_b", [(1, 11.0, 2.0)])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "epochs.jsonl").write_text("".join(json.dumps({"epoch": e, "val_psnr": v, "wall_time": t})
+                                                              + "\n" for e, v, t in results))
+    assert curve([tmp_path / "trial_a", tmp_path / "trial_b"], "val_psnr", "max") == [10.0, 11.0, 12.0]
