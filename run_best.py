@@ -19,8 +19,10 @@ def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--experiment", default=None,
-                   help="experiment folder of run_search.py (default: the newest under --storage)")
-    p.add_argument("--storage", default="ray_results", help="where to look for the newest experiment")
+                   help="experiment of run_search.py: a folder or a URI STORAGE/NAME (default: the newest in "
+                        "--storage)")
+    p.add_argument("--storage", default="ray_results", help="where to look for the newest experiment (a folder or a "
+                                                            "URI, as run_search.py --storage)")
     p.add_argument("--data", dest="data_dir", metavar="DIR", default=None,
                    help="dataset folder (default: the one the search used)")
     p.add_argument("--epochs", type=int, default=None,
@@ -37,7 +39,8 @@ def _parser():
                    help="z for the test rollouts: drawn from N(0, I) or its mean (default: the winner's infer_z)")
     p.add_argument("--seeds", type=int, default=1,
                    help="retrain with this many seeds and report mean and std of val_psnr (the first is submitted)")
-    p.add_argument("--out", default=None, help="output folder (default: EXPERIMENT/best): new, empty, or an earlier "
+    p.add_argument("--out", default=None, help="output folder (default: EXPERIMENT/best, for a URI its local copy's, "
+                                               "also uploaded beside the experiment): new, empty, or an earlier "
                                                "run_best.py output, which it replaces; any other folder is refused")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p

@@ -39,10 +39,14 @@ def _parser():
                    help="end the search once its trials have trained this many epochs in all (trial-epochs), "
                         "--samples then only caps the number of trials (default: the space's budget, else none)")
     p.add_argument("--warm-start", default=None, metavar="EXPERIMENT",
-                   help="begin the study with the finished and stopped trials of an earlier experiment folder whose "
-                        "values lie in this space, so TPE starts where that search ended")
+                   help="begin the study with the finished and stopped trials of an earlier experiment (a folder or "
+                        "a URI STORAGE/NAME) whose values lie in this space, so the search starts where it ended")
     p.add_argument("--name", default=None, help="experiment name (default: SPACE-DATE-TIME)")
-    p.add_argument("--storage", default="ray_results", help="folder that holds experiment folders")
+    p.add_argument("--storage", default="ray_results",
+                   help="where experiments live: a folder (on a cluster, one every node mounts at the same path) or "
+                        "a URI every node reaches, e.g. s3://BUCKET/PATH?region=R (S3-compatible servers: "
+                        "&endpoint_override=http://HOST:PORT); credentials from the environment (AWS_ACCESS_KEY_ID, "
+                        "AWS_SECRET_ACCESS_KEY)")
     p.add_argument("--address", default=None,
                    help="join an existing Ray cluster (e.g. auto or HOST:6379); RAY_ADDRESS is honoured too")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")

@@ -10,6 +10,9 @@ import pytest
 
 os.environ["TUNE_CVAE_CACHE"] = tempfile.mkdtemp(prefix="tune_cvae_test_cache_")
 atexit.register(shutil.rmtree, os.environ["TUNE_CVAE_CACHE"], ignore_errors=True)  # ~100 MB per run otherwise
+# the test S3 server's credentials, set before any Ray node starts so that every node has them (as a cluster's
+# nodes need them); the AWS SDK never looks for an EC2 instance's (nothing leaves this machine)
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_EC2_METADATA_DISABLED="true")
 
 from tune_cvae.lab.data import load_dataset  # noqa: E402
 from tune_cvae.lab.synthetic import generate  # noqa: E402
@@ -34,15 +37,21 @@ def short_val(builtin):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One Ray session for all tests: two local nodes of one CPU each (ray.cluster_utils.Cluster)."""
+    """One Ray session for all tests: two local nodes of one CPU each (ray.cluster_utils.Cluster), honest about
+    machines: each node has a temp folder of its own, as on two machines, so a trial on the worker node writes
+    where the driver cannot look, and only what reaches the storage counts."""
     import ray
     from ray.cluster_utils import Cluster
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
+    folders = [tempfile.mkdtemp(prefix=f"ray{n}_") for n in "AB"]  # short: Ray's socket paths must fit 107 bytes
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                             "temp_dir": folders[0]})
+    cluster.add_node(num_cpus=1, temp_dir=folders[1])
     ray.init(address=cluster.address)
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +82,34 @@ def tmpfs(tmp_path):
     yield mount
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+class S3:
+    """moto's S3-compatible server on 127.0.0.1 with the bucket `tune-cvae`: `uri(prefix)` is a storage URI in it."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+        import pyarrow.fs
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        self.host, self.port = self.server.get_host_and_port()
+        self.fs = pyarrow.fs.S3FileSystem(endpoint_override=f"{self.host}:{self.port}", scheme="http",
+                                          region="us-east-1", allow_bucket_creation=True)
+        self.fs.create_dir("tune-cvae")
+
+    def uri(self, prefix):
+        return f"s3://tune-cvae/{prefix}?region=us-east-1&endpoint_override=http://{self.host}:{self.port}"
+
+    def files(self, prefix):
+        """The names of every file under `prefix` in the bucket, relative to it."""
+        import pyarrow.fs
+        infos = self.fs.get_file_info(pyarrow.fs.FileSelector(f"tune-cvae/{prefix}", recursive=True,
+                                                              allow_not_found=True))
+        return [i.path[len(f"tune-cvae/{prefix}/"):] for i in infos if i.type == pyarrow.fs.FileType.File]
+
+
+@pytest.fixture(scope="session")
+def s3():
+    server = S3()
+    yield server
+    server.server.stop()

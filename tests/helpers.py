@@ -7,6 +7,7 @@ import pandas as pd
 from PIL import Image
 
 from tune_cvae.experiment.record import Search, write_search
+from tune_cvae.experiment.space import PBT_FIXED
 from tune_cvae.experiment.space_yaml import parse
 
 # small enough for CPU tests; bottleneck channels (F_dim/8 = 4) still carry colour
@@ -77,3 +78,20 @@ def make_experiment(root):
         if errored:
             (d / "error.txt").write_text("boom")
     return root
+
+
+PBT_QUICK = {**TINY, "train_vi_len": 3, "partial": 0.05, "optim_step": "frame", **PBT_FIXED}
+A = {"kl_beta_max": 0.01, "tfr": 1.0, "lr": 2e-3}
+B = {"kl_beta_max": 0.5, "tfr": 0.0, "lr": 4e-4}  # what an exploit's perturbation might give
+
+
+def pbt_space(**changes):
+    """A tiny PBT space: a population of 2, an exploit after every epoch (the worse takes the better's weights)."""
+    raw = {"scheduler": "pbt", "num_samples": 2, "max_epochs": 3, "metric": "val_psnr",
+           "pbt": {"interval": 1, "quantile": 0.5, "resample_probability": 0.0},
+           "fixed": {**{k: v for k, v in PBT_QUICK.items() if k not in PBT_FIXED}, "batch_size": 2, "infer_z": "zero"},
+           "params": {"kl_beta_max": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+                      "tfr": {"type": "float", "low": 0.0, "high": 1.0},
+                      "lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}}}
+    raw.update(changes)
+    return raw

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY, read_trials
+from helpers import A, B, PBT_QUICK as QUICK, pbt_space, read_trials
 from tune_cvae.common import UserError
 from tune_cvae.experiment.best import run_best
 from tune_cvae.experiment.files import EPOCHS_FILE, trial_results
@@ -23,23 +23,6 @@ from tune_cvae.search import tuner
 from tune_cvae.search.pbt import SyncPB2, SyncPBT
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK = {**TINY, "train_vi_len": 3, "partial": 0.05, "optim_step": "frame", **PBT_FIXED}
-A = {"kl_beta_max": 0.01, "tfr": 1.0, "lr": 2e-3}
-B = {"kl_beta_max": 0.5, "tfr": 0.0, "lr": 4e-4}  # what an exploit's perturbation might give
-
-
-def pbt_space(**changes):
-    """A tiny PBT space: a population of 2, an exploit after every epoch (the worse takes the better's weights)."""
-    raw = {"scheduler": "pbt", "num_samples": 2, "max_epochs": 3, "metric": "val_psnr",
-           "pbt": {"interval": 1, "quantile": 0.5, "resample_probability": 0.0},
-           "fixed": {**{k: v for k, v in QUICK.items() if k not in PBT_FIXED}, "batch_size": 2, "infer_z": "zero"},
-           "params": {"kl_beta_max": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
-                      "tfr": {"type": "float", "low": 0.0, "high": 1.0},
-                      "lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}}}
-    raw.update(changes)
-    return raw
-
-
 def test_pbt_spaces_hold_what_pbt_changes_and_refuse_what_cannot_work():
     for name in ("demo_pbt", "kl_tfr_pbt"):
         space = load_space(name)

@@ -52,7 +52,8 @@ def train_flags(p):
 
 
 def report_flags(p):
-    p.add_argument("experiment", help="experiment folder (e.g. ray_results/kl_tfr-20261125-101500)")
+    p.add_argument("experiment", help="experiment folder (e.g. ray_results/kl_tfr-20261125-101500) or URI "
+                                      "(s3://BUCKET/PATH/NAME?...: downloaded into a local copy, the report uploaded)")
 
 
 def score_flags(p):

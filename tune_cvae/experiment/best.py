@@ -16,12 +16,13 @@ import yaml
 
 from tune_cvae.common import UserError, check_writable, say
 from tune_cvae.experiment import figures, report
-from tune_cvae.experiment.files import BEST_DIR, PER_FRAME_FILE, trial_results
+from tune_cvae.experiment.files import BEST_DIR, PER_FRAME_FILE, REPORT_DIR, trial_results
 from tune_cvae.experiment.lineage import LineageError, trained_schedule
 from tune_cvae.experiment.space import PBT
 from tune_cvae.experiment.staging import check_out, staged_output
-from tune_cvae.experiment.winner import (best_checkpoint, newest_experiment, searched_values, trial_params,
-                                         trial_threads, winner)
+from tune_cvae.experiment.storage import Storage, experiment_at
+from tune_cvae.experiment.tables import TABLE_FILES
+from tune_cvae.experiment.winner import best_checkpoint, searched_values, trial_params, trial_threads, winner
 from tune_cvae.lab.checkpoint import save_checkpoint
 from tune_cvae.lab.config import ConfigError, make_config
 from tune_cvae.lab.data import load_dataset
@@ -192,11 +193,14 @@ def starting_point(exp, row, trial_dir, space, config, epochs, from_checkpoint, 
 
 def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None, from_checkpoint=False,
              infer_z=None, out=None, seeds=1, device="auto", overrides=None):
-    """Pick the winner of a search, retrain it (replay a PBT winner's schedule, or continue its best checkpoint)
-    with `overrides` of its config, validate, predict the test videos and write the submission and its evidence
-    into `out` (default EXPERIMENT/best)."""
-    exp = Path(experiment) if experiment else newest_experiment(storage)
+    """Pick the winner of a search (`experiment`: a folder or a URI; default the newest in `storage`), retrain it
+    (replay a PBT winner's schedule, or continue its best checkpoint) with `overrides` of its config, validate,
+    predict the test videos and write the submission and its evidence into `out` (default EXPERIMENT/best: for a
+    URI its local copy's, uploaded beside the experiment)."""
+    where, exp = locate(experiment, storage)
     record, row, trial_dir = winner(exp)
+    if from_checkpoint:
+        where.pull_checkpoints(exp.name, trial_dir)
     space = record.space
     overrides = {**space.retrain.get("set", {}), **(overrides or {})}
     epochs = epochs or space.retrain.get("epochs")
@@ -232,6 +236,22 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
                 summary["score"] = score(tmp / "submission.csv", data_root / "test_truth")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if out == exp / BEST_DIR:  # the report shows the retrained winner's PSNR per frame
-        with stage(f"report {exp / 'report' / 'index.html'}"):
+        with stage(f"report {exp / 'report' / 'index.html'}" + (f" and {BEST_DIR}/, into {where}" if where.remote
+                                                                else "")):
             report.write(exp)
+            where.push(exp.name, [BEST_DIR, *TABLE_FILES, REPORT_DIR])
     return out, summary
+
+
+def locate(experiment, storage):
+    """(its Storage, the local folder) of the experiment run_best retrains: `experiment` (a folder or a URI), else
+    the newest in `storage`; a URI's records come down into its local copy (checkpoints when needed)."""
+    if experiment:
+        where, name = experiment_at(experiment)
+    else:
+        where = Storage(storage)
+        names = where.experiments()
+        if not names:
+            raise UserError(f"{where}: no experiment here; run run_search.py first or pass --experiment DIR")
+        name = names[0]
+    return where, where.pull(name)

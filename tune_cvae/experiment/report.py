@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_cvae.common import say
+from tune_cvae.common import UserError, say
 from tune_cvae.experiment.files import (BEST_DIR, FINISHED, JOURNAL, PER_FRAME_FILE, REPORT_DIR, USABLE,
                                         is_nan, study_storage, trial_results)
 from tune_cvae.experiment.lineage import LineageError, trained_schedule
 from tune_cvae.experiment.record import read_search
 from tune_cvae.experiment.space import PBT
-from tune_cvae.experiment.tables import collect, console, fmt, markdown, summary, write_tables
+from tune_cvae.experiment.storage import experiment_at, shown
+from tune_cvae.experiment.tables import TABLE_FILES, collect, console, fmt, markdown, summary, write_tables
 
 
 def write(exp_dir):
@@ -187,8 +188,14 @@ def lab_report(exp_dir, table):
 
 
 def main(args):
-    """`python -m tune_cvae report` (flags: cli.report_flags)."""
-    table = write(args.experiment)
-    say(console(table, read_search(args.experiment).space.metric), result=True)
-    say(f"\nwrote {Path(args.experiment) / 'trials.csv'}, trials.md, trials.html and "
-        f"{Path(args.experiment) / REPORT_DIR / 'index.html'}", result=True)
+    """`python -m tune_cvae report` (flags: cli.report_flags): an experiment folder, or a URI's, downloaded into
+    its local copy, written there and uploaded back."""
+    where, name = experiment_at(args.experiment, "report")
+    exp = where.pull(name)
+    if not exp.is_dir():
+        raise UserError(f"{exp}: experiment folder does not exist")
+    table = write(exp)
+    where.push(name, [*TABLE_FILES, REPORT_DIR])
+    say(console(table, read_search(exp).space.metric), result=True)
+    say(f"\nwrote {exp / 'trials.csv'}, trials.md, trials.html and {exp / REPORT_DIR / 'index.html'}"
+        + (f", and into {shown(where.uri(name))}" if where.remote else ""), result=True)

@@ -1,23 +1,19 @@
 """A YAML search space read and checked completely: any problem is a SpaceError naming the file and the key, before
 Ray starts (a space that passes cannot hand a trial a config that fails). The format: space.py.
 """
-import itertools
 from pathlib import Path
 
 import yaml
 
-from tune_cvae.experiment.prior import CONFIDENCE_PROBABILITY, CONFIDENCE_STD, PRIOR_KEYS
 from tune_cvae.experiment.space import PBT, PBT_FIXED, PBT_SCHEDULE_KEYS, SCHEDULERS, SEARCHERS, Space, SpaceError
-from tune_cvae.lab.config import DEFAULTS, METRICS, MODEL_SIZES, OPTIONS, SETTABLE, ConfigError, make_config
+from tune_cvae.experiment.space_params import check_every_value, check_param, check_point, need
+from tune_cvae.lab.config import METRICS, MODEL_SIZES, SETTABLE, ConfigError, make_config
 
 SPACES_DIR = Path(__file__).resolve().parent.parent.parent / "search_spaces"
 TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
             "points_to_evaluate", "retrain", "description", "searcher", "scheduler", "budget", "pbt", "portfolio",
             "portfolio_file"}
 PBT_KEYS = {"interval", "quantile", "resample_probability", "mutate"}
-PARAM_KEYS = {"float": {"type", "low", "high", "log", "when", "prior"},
-              "int": {"type", "low", "high", "log", "when", "prior"},
-              "categorical": {"type", "choices", "when", "prior"}}
 
 
 def resolve(name_or_path):
@@ -41,50 +37,45 @@ def load_space(name_or_path):
     return parse(raw, str(path))
 
 
-def _need(cond, path, key, msg):
-    if not cond:
-        raise SpaceError(f"{path}: {key}: {msg}")
-
-
 def _int(raw, path, key, default=None, low=1):
     value = raw.get(key, default)
-    _need(isinstance(value, int) and not isinstance(value, bool) and value >= low, path, key,
+    need(isinstance(value, int) and not isinstance(value, bool) and value >= low, path, key,
           f"must be an integer >= {low}, got {value!r}")
     return value
 
 
 def parse(raw, path="<space>"):
     """Check a space dict completely; any problem is a SpaceError naming the file and the key."""
-    _need(isinstance(raw, dict), path, "(top level)", "must be a mapping")
+    need(isinstance(raw, dict), path, "(top level)", "must be a mapping")
     for key in raw:
-        _need(key in TOP_KEYS, path, key, f"unknown key (known: {', '.join(sorted(TOP_KEYS))})")
+        need(key in TOP_KEYS, path, key, f"unknown key (known: {', '.join(sorted(TOP_KEYS))})")
     metric = raw.get("metric", "val_psnr")
-    _need(metric in METRICS, path, "metric", f"{metric!r} is not reported by the trainable "
+    need(metric in METRICS, path, "metric", f"{metric!r} is not reported by the trainable "
           f"(reported: {', '.join(METRICS)})")
     mode = raw.get("mode", METRICS[metric])
-    _need(mode in ("max", "min"), path, "mode", f"must be max or min, got {mode!r}")
-    _need(mode == METRICS[metric], path, "mode", f"{mode} with metric {metric}: {metric} is better when "
+    need(mode in ("max", "min"), path, "mode", f"must be max or min, got {mode!r}")
+    need(mode == METRICS[metric], path, "mode", f"{mode} with metric {metric}: {metric} is better when "
           f"{'higher' if METRICS[metric] == 'max' else 'lower'}; write mode: {METRICS[metric]} or leave mode out")
     max_epochs = _int(raw, path, "max_epochs")
     grace = _int(raw, path, "grace_period", 1)
-    _need(grace <= max_epochs, path, "grace_period", f"{grace} is more than max_epochs {max_epochs}")
+    need(grace <= max_epochs, path, "grace_period", f"{grace} is more than max_epochs {max_epochs}")
     fixed = raw.get("fixed") or {}
-    _need(isinstance(fixed, dict), path, "fixed", "must be a mapping of config keys to values")
+    need(isinstance(fixed, dict), path, "fixed", "must be a mapping of config keys to values")
     params = raw.get("params") or {}
-    _need(isinstance(params, dict) and params, path, "params", "empty space: name at least one parameter")
+    need(isinstance(params, dict) and params, path, "params", "empty space: name at least one parameter")
     strategy = _strategy(raw, path)
     if strategy["pbt"]:
         fixed = _pbt_fixed(path, fixed, params, strategy["pbt"]["mutate"], strategy["scheduler"] in PBT)
     for name in fixed:
-        _need(name != "num_epoch", path, f"fixed.{name}", "set max_epochs instead")
+        need(name != "num_epoch", path, f"fixed.{name}", "set max_epochs instead")
     try:
         make_config({**fixed, "num_epoch": max_epochs})
     except ConfigError as e:
         if not any(n in params for n in MODEL_SIZES):  # else the sizes are checked with the searched ones below
             raise SpaceError(f"{path}: fixed: {e}") from None
     for name, p in params.items():
-        _check_param(path, name, p, params, fixed)
-    _check_every_value(path, params, {**fixed, "num_epoch": max_epochs})
+        check_param(path, name, p, params, fixed)
+    check_every_value(path, params, {**fixed, "num_epoch": max_epochs})
     space = Space(path, metric, mode, _int(raw, path, "num_samples"), max_epochs, grace,
                   _int(raw, path, "reduction_factor", 3, low=2), fixed, params,
                   retrain=_check_retrain(path, raw.get("retrain") or {}, fixed), **strategy)
@@ -96,20 +87,20 @@ def _start_points(space, raw):
     """points_to_evaluate, then the portfolio (a file of configurations from earlier searches, or its list as
     search.yaml records it), each checked like a trial's values; all of them evaluated first."""
     path, points = space.path, raw.get("points_to_evaluate") or []
-    _need(isinstance(points, list), path, "points_to_evaluate", "must be a list of mappings")
+    need(isinstance(points, list), path, "points_to_evaluate", "must be a list of mappings")
     for i, point in enumerate(points):
-        space.points_to_evaluate.append(_check_point(space, point, f"points_to_evaluate[{i}]"))
+        space.points_to_evaluate.append(check_point(space, point, f"points_to_evaluate[{i}]"))
     portfolio, where = raw.get("portfolio") or [], "portfolio"
     if isinstance(portfolio, str):
         space.portfolio_file = str(_portfolio_file(path, portfolio))
         portfolio, where = _read_portfolio(path, space.portfolio_file), f"portfolio ({space.portfolio_file})"
     else:
         space.portfolio_file = raw.get("portfolio_file")
-    _need(isinstance(portfolio, list), path, "portfolio", "must name a portfolio file or list configurations")
+    need(isinstance(portfolio, list), path, "portfolio", "must name a portfolio file or list configurations")
     for i, point in enumerate(portfolio):
-        space.portfolio.append(_check_point(space, point, f"{where}[{i}]"))
+        space.portfolio.append(check_point(space, point, f"{where}[{i}]"))
     first = len(space.points_to_evaluate) + len(space.portfolio)
-    _need(first <= space.num_samples, path, "points_to_evaluate", f"{first} points"
+    need(first <= space.num_samples, path, "points_to_evaluate", f"{first} points"
           f"{' with the portfolio' if space.portfolio else ''} but num_samples is {space.num_samples}: the search "
           f"would never reach the last ones")
 
@@ -128,7 +119,7 @@ def _read_portfolio(path, file):
         raw = yaml.safe_load(Path(file).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise SpaceError(f"{path}: portfolio: {file}: cannot be read ({str(e).splitlines()[0]})") from None
-    _need(isinstance(raw, dict) and isinstance(raw.get("portfolio"), list), path, "portfolio",
+    need(isinstance(raw, dict) and isinstance(raw.get("portfolio"), list), path, "portfolio",
           f"{file} holds no `portfolio:` list of configurations")
     return raw["portfolio"]
 
@@ -137,15 +128,15 @@ def _strategy(raw, path):
     """searcher, scheduler, budget and PBT's settings: how the search proposes trials, stops (or, under PBT,
     exploits) them, and when it ends."""
     scheduler = raw.get("scheduler", "asha")
-    _need(scheduler in SCHEDULERS, path, "scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    need(scheduler in SCHEDULERS, path, "scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     searcher = raw.get("searcher", "random" if scheduler in PBT else "tpe")
-    _need(searcher in SEARCHERS, path, "searcher", f"must be one of {', '.join(SEARCHERS)}, got {searcher!r}")
+    need(searcher in SEARCHERS, path, "searcher", f"must be one of {', '.join(SEARCHERS)}, got {searcher!r}")
     budget = _int(raw, path, "budget") if raw.get("budget") is not None else None
     pbt = _check_pbt(raw, path) if raw.get("pbt") is not None or scheduler in PBT else None
     if scheduler in PBT:
-        _need(searcher == "random", path, "searcher", f"scheduler {scheduler} draws its population at random (Ray's "
+        need(searcher == "random", path, "searcher", f"scheduler {scheduler} draws its population at random (Ray's "
               f"PBT takes no searcher): write searcher: random or leave it out (and no --searcher {searcher})")
-        _need(budget is None, path, "budget", f"scheduler {scheduler} trains its num_samples trials max_epochs each; "
+        need(budget is None, path, "budget", f"scheduler {scheduler} trains its num_samples trials max_epochs each; "
               f"set those instead of a budget")
     return {"searcher": searcher, "scheduler": scheduler, "budget": budget, "pbt": pbt}
 
@@ -153,19 +144,19 @@ def _strategy(raw, path):
 def _check_pbt(raw, path):
     """`pbt: {interval, quantile, resample_probability, mutate}`, checked and with its defaults."""
     settings = raw.get("pbt") or {}
-    _need(isinstance(settings, dict), path, "pbt", f"must be a mapping with {', '.join(sorted(PBT_KEYS))}")
+    need(isinstance(settings, dict), path, "pbt", f"must be a mapping with {', '.join(sorted(PBT_KEYS))}")
     for key in settings:
-        _need(key in PBT_KEYS, path, f"pbt.{key}", f"unknown key (known: {', '.join(sorted(PBT_KEYS))})")
+        need(key in PBT_KEYS, path, f"pbt.{key}", f"unknown key (known: {', '.join(sorted(PBT_KEYS))})")
     interval = _int({"pbt.interval": settings.get("interval", 2)}, path, "pbt.interval")
-    _need(interval <= raw.get("max_epochs", 0), path, "pbt.interval", f"{interval} epochs: more than max_epochs")
+    need(interval <= raw.get("max_epochs", 0), path, "pbt.interval", f"{interval} epochs: more than max_epochs")
     out = {"interval": interval, "mutate": settings.get("mutate", list(SETTABLE))}
     for key, default, high in (("quantile", 0.25, 0.5), ("resample_probability", 0.25, 1.0)):
         value = settings.get(key, default)
-        _need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= high
+        need(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= high
               and (value > 0 or key != "quantile"), path, f"pbt.{key}", f"must be a number in (0, {high}], "
               f"got {value!r}")
         out[key] = float(value)
-    _need(isinstance(out["mutate"], list) and out["mutate"], path, "pbt.mutate", "must be a non-empty list")
+    need(isinstance(out["mutate"], list) and out["mutate"], path, "pbt.mutate", "must be a non-empty list")
     return out
 
 
@@ -173,22 +164,22 @@ def _pbt_fixed(path, fixed, params, mutate, active):
     """The fixed values with PBT_FIXED added: the mutated parameters must be searched float ranges among
     kl_beta_max, tfr and lr, and nothing else may schedule them."""
     for name in mutate:
-        _need(name in SETTABLE, path, "pbt.mutate", f"{name!r}: PBT changes kl_beta_max, tfr "
+        need(name in SETTABLE, path, "pbt.mutate", f"{name!r}: PBT changes kl_beta_max, tfr "
               f"and lr (the values a trial holds between epochs)")
-        _need(params.get(name, {}).get("type") == "float", path, "pbt.mutate",
+        need(params.get(name, {}).get("type") == "float", path, "pbt.mutate",
               f"{name!r} must be a float parameter under params (its range bounds PBT's changes), as in "
               f"demo_pbt.yaml and kl_tfr_pbt.yaml")
     if not active:
         return fixed
     for name, p in params.items():
-        _need(name not in PBT_SCHEDULE_KEYS, path, f"params.{name}", "under PBT the KL weight, teacher-forcing "
+        need(name not in PBT_SCHEDULE_KEYS, path, f"params.{name}", "under PBT the KL weight, teacher-forcing "
               "ratio and lr are held and changed by PBT (kl_beta_max, tfr, lr): leave their schedules out")
-        _need(not isinstance(p, dict) or "when" not in p, path, f"params.{name}.when",
+        need(not isinstance(p, dict) or "when" not in p, path, f"params.{name}.when",
               "PBT draws its population at random, without conditions")
-        _need(not isinstance(p, dict) or "prior" not in p, path, f"params.{name}.prior",
+        need(not isinstance(p, dict) or "prior" not in p, path, f"params.{name}.prior",
               "PBT draws its population at random, not from a prior")
     for name, value in fixed.items():
-        _need(name not in PBT_SCHEDULE_KEYS or PBT_FIXED.get(name) == value, path, f"fixed.{name}",
+        need(name not in PBT_SCHEDULE_KEYS or PBT_FIXED.get(name) == value, path, f"fixed.{name}",
               f"under PBT it is {PBT_FIXED.get(name, 'unused')} (PBT changes kl_beta_max, tfr and lr itself)")
     return {**fixed, **PBT_FIXED}
 
@@ -196,13 +187,13 @@ def _pbt_fixed(path, fixed, params, mutate, active):
 def _check_retrain(path, retrain, fixed):
     """`retrain: {epochs: N, set: {KEY: VALUE}}`: how run_best.py retrains this space's winner unless its flags say
     otherwise (--epochs, --set)."""
-    _need(isinstance(retrain, dict) and set(retrain) <= {"epochs", "set"}, path, "retrain",
+    need(isinstance(retrain, dict) and set(retrain) <= {"epochs", "set"}, path, "retrain",
           "must be a mapping with epochs and/or set")
     epochs = retrain.get("epochs", 1)
-    _need(isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1, path, "retrain.epochs",
+    need(isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1, path, "retrain.epochs",
           f"must be an integer >= 1, got {epochs!r}")
     changes = retrain.get("set", {})
-    _need(isinstance(changes, dict), path, "retrain.set", "must map config keys to values")
+    need(isinstance(changes, dict), path, "retrain.set", "must map config keys to values")
     for key, value in changes.items():
         try:
             make_config({key: value})
@@ -211,111 +202,3 @@ def _check_retrain(path, retrain, fixed):
     return retrain
 
 
-def _check_param(path, name, p, params, fixed):
-    key = f"params.{name}"
-    _need(name in OPTIONS and name != "num_epoch", path, key, "not a config key the training run knows")
-    _need(name not in fixed, path, key, "also given in fixed")
-    _need(isinstance(p, dict) and p.get("type") in PARAM_KEYS, path, key,
-          "needs type: float, int or categorical")
-    for k in p:
-        _need(k in PARAM_KEYS[p["type"]], path, f"{key}.{k}", f"unknown key for a {p['type']} parameter")
-    if p["type"] == "categorical":
-        _need(isinstance(p.get("choices"), list) and p["choices"], path, f"{key}.choices", "needs a non-empty list")
-    else:
-        number = (int,) if p["type"] == "int" else (int, float)
-        for bound in ("low", "high"):
-            _need(isinstance(p.get(bound), number) and not isinstance(p.get(bound), bool), path, f"{key}.{bound}",
-                  f"needs a number for a {p['type']} parameter, got {p.get(bound)!r}")
-        _need(p["low"] <= p["high"], path, key, f"low {p['low']} > high {p['high']}")
-        _need(not p.get("log") or p["low"] > 0, path, f"{key}.log", "a log scale needs low > 0")
-    if "prior" in p:
-        _check_prior(path, key, p)
-    when = p.get("when", {})
-    _need(isinstance(when, dict), path, f"{key}.when", "must map parameter names to values")
-    earlier = list(params)[:list(params).index(name)]
-    for other, allowed in when.items():
-        _need(other in earlier, path, f"{key}.when.{other}",
-              "condition on an unknown parameter (it must be a parameter listed before this one)")
-        parent = params[other]
-        for value in allowed if isinstance(allowed, list) else [allowed]:
-            can = value in parent["choices"] if parent["type"] == "categorical" else \
-                isinstance(value, (int, float)) and parent["low"] <= value <= parent["high"]
-            _need(can, path, f"{key}.when.{other}", f"{value!r} is a value {other} never takes, so {name} would "
-                  f"never be searched")
-
-
-def _check_prior(path, key, p):
-    """`prior: {value, confidence: low|medium|high}` (a categorical may give `probability` on its value instead)."""
-    prior, key = p["prior"], f"{key}.prior"
-    _need(isinstance(prior, dict) and "value" in prior, path, key, "must be a mapping with value and confidence "
-          "(or probability, for a categorical)")
-    for k in prior:
-        _need(k in PRIOR_KEYS, path, f"{key}.{k}", f"unknown key (known: {', '.join(sorted(PRIOR_KEYS))})")
-    value = prior["value"]
-    if p["type"] == "categorical":
-        _need(value in p["choices"], path, f"{key}.value", f"{value!r} is not one of {p['choices']}")
-        q = prior.get("probability")
-        _need(q is None or (isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q <= 1), path,
-              f"{key}.probability", f"must be a number in (0, 1], got {q!r}")
-        _need(q is None or "confidence" not in prior, path, key, "give confidence or probability, not both")
-    else:
-        _need(isinstance(value, (int, float)) and not isinstance(value, bool) and p["low"] <= value <= p["high"],
-              path, f"{key}.value", f"{value!r} is outside [{p['low']}, {p['high']}]")
-        _need("probability" not in prior, path, f"{key}.probability", "a number's belief takes a confidence")
-    confidence = prior.get("confidence", "medium")
-    _need(confidence in CONFIDENCE_STD and confidence in CONFIDENCE_PROBABILITY, path, f"{key}.confidence",
-          f"must be low, medium or high, got {confidence!r}")
-
-
-def _values(name, p):
-    """The values of a parameter that the config rules must accept: every choice; the ends of a number range
-    (those rules are bounds), except every integer of a model size's range (a divisibility rule spans them);
-    a conditional model size can also keep its default."""
-    if p["type"] == "categorical":
-        values = list(p["choices"])
-    elif name in MODEL_SIZES and p["type"] == "int":
-        values = range(p["low"], p["high"] + 1)
-    else:
-        values = [p["low"], p["high"]]
-    return [*values, DEFAULTS[name]] if name in MODEL_SIZES and "when" in p else values
-
-
-def _check_every_value(path, params, base):
-    """Every value each parameter can take, beside the fixed values, passes make_config; the searched model sizes
-    in every combination. A space that passes cannot hand a trial a config that fails."""
-    sizes = [n for n in params if n in MODEL_SIZES]
-    for combo in itertools.product(*(_values(n, params[n]) for n in sizes)):
-        try:
-            make_config({**base, **dict(zip(sizes, combo))})
-        except ConfigError as e:
-            shown = ", ".join(f"{n}={v}" for n, v in zip(sizes, combo))
-            raise SpaceError(f"{path}: params: a trial with {shown} would fail: {e}") from None
-    base = {**base, **{n: _values(n, params[n])[0] for n in sizes}}
-    for name, p in params.items():
-        if name in MODEL_SIZES:
-            continue
-        for value in _values(name, p):
-            try:
-                make_config({**base, name: value})
-            except ConfigError as e:
-                raise SpaceError(f"{path}: params.{name}: {e}") from None
-
-
-def _check_point(space, point, key):
-    _need(isinstance(point, dict), space.path, key, "must be a mapping of parameter values")
-    values = {}
-    for name, p in space.params.items():
-        if not space.active(name, values):
-            _need(name not in point, space.path, f"{key}.{name}", "given although its condition excludes it")
-            continue
-        _need(name in point, space.path, f"{key}.{name}", "missing (every active parameter needs a value)")
-        value = point[name]
-        if p["type"] == "categorical":
-            _need(value in p["choices"], space.path, f"{key}.{name}", f"{value!r} is not one of {p['choices']}")
-        else:
-            _need(isinstance(value, (int, float)) and p["low"] <= value <= p["high"], space.path, f"{key}.{name}",
-                  f"{value!r} is outside [{p['low']}, {p['high']}]")
-        values[name] = value
-    for name in point:
-        _need(name in space.params, space.path, f"{key}.{name}", "not a parameter of this space")
-    return values

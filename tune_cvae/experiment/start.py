@@ -6,27 +6,46 @@ import time
 from pathlib import Path
 
 from tune_cvae.common import UserError, say
-from tune_cvae.experiment.files import JOURNAL
+from tune_cvae.experiment.files import JOURNAL, trial_dirname
 from tune_cvae.experiment.record import Search, read_search
 from tune_cvae.experiment.space import PBT
 from tune_cvae.experiment.space_yaml import load_space, parse
+from tune_cvae.experiment.storage import Storage, experiment_at, shown
 from tune_cvae.lab.config import make_config
 from tune_cvae.lab.synthetic import resolve_data_dir
 from tune_cvae.lab.train import cpu_frames_per_s
 
 
 def new_experiment(space_name, data_dir, name, storage, seed, overrides=None, warm_start=None):
-    """(experiment folder, Search) of a new search; nothing is written yet. `overrides`: the run_search flags
-    that replace a space's values (samples, max_epochs, searcher, scheduler, budget; None keeps the space's)."""
+    """(experiment folder, Search) of a new search in `storage` (a Storage, or a folder); nothing is written yet.
+    `overrides`: the run_search flags that replace a space's values (samples, max_epochs, searcher, scheduler,
+    budget; None keeps the space's)."""
+    storage = storage if isinstance(storage, Storage) else Storage(storage)
     if name is not None:
         check_name(name)
-    space = load_space(space_name)
+    space = with_flags(load_space(space_name), overrides)
+    name = name or f"{Path(space.path).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"  # 40 characters <= 160 bytes
+    if storage.has(name):
+        raise UserError(f"{storage.uri(name) if not storage.remote else shown(storage.uri(name))}: already exists; "
+                        f"pass --resume to continue it or another --name")
+    if warm_start is not None:
+        if space.scheduler in PBT:
+            raise UserError(f"--warm-start: scheduler {space.scheduler} draws its population at random, so an "
+                            f"earlier study has nothing to tell it; leave --warm-start out")
+        warm_start = check_warm_start(warm_start, storage.folder(name), space)
+    return storage.folder(name), Search(space, str(resolve_data_dir(data_dir)), seed, {}, warm_start)
+
+
+def with_flags(space, overrides):
+    """The space with the run_search flags that replace its values (None keeps the space's), checked with the
+    rest of it."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     samples, max_epochs = overrides.pop("samples", None), overrides.pop("max_epochs", None)
     if samples is not None:
-        if samples < len(space.points_to_evaluate):
-            raise UserError(f"--samples {samples}: {space.path} evaluates {len(space.points_to_evaluate)} start "
-                            f"points first; pass at least that many")
+        first = len(space.points_to_evaluate) + len(space.portfolio)
+        if samples < first:
+            raise UserError(f"--samples {samples}: {space.path} evaluates {first} start points"
+                            f"{' with its portfolio' if space.portfolio else ''} first; pass at least that many")
         space.num_samples = samples
     if max_epochs is not None:
         space.max_epochs = max_epochs
@@ -35,21 +54,14 @@ def new_experiment(space_name, data_dir, name, storage, seed, overrides=None, wa
         overrides.setdefault("searcher", "random")  # PBT's population is drawn at random (it takes no searcher)
     if overrides or samples is not None or max_epochs is not None:  # checked with the rest of the space
         space = parse({**space.to_dict(), **overrides}, f"{space.path} with the flags")
-    name = name or f"{Path(space.path).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"  # 40 characters <= 160 bytes
-    exp_dir = storage / name
-    if exp_dir.exists():
-        raise UserError(f"{exp_dir}: already exists; pass --resume to continue it or another --name")
-    if warm_start is not None:
-        if space.scheduler in PBT:
-            raise UserError(f"--warm-start: scheduler {space.scheduler} draws its population at random, so an "
-                            f"earlier study has nothing to tell it; leave --warm-start out")
-        warm_start = str(check_warm_start(warm_start, exp_dir, space))
-    return exp_dir, Search(space, str(resolve_data_dir(data_dir)), seed, {}, warm_start)
+    return space
 
 
-def check_warm_start(earlier, exp_dir, space):
-    """--warm-start EXPERIMENT: an experiment folder with an Optuna study whose objective is this search's."""
-    earlier = Path(earlier).expanduser().resolve()
+def check_warm_start(given, exp_dir, space):
+    """--warm-start EXPERIMENT (a folder or a URI): an experiment with an Optuna study whose objective is this
+    search's. Returns the local folder that holds its study (a URI's local copy)."""
+    where, name = experiment_at(given, "--warm-start")
+    earlier = where.pull(name, skip=(trial_dirname(""),)) if where.remote else where.folder(name)
     journal = earlier / JOURNAL
     if not journal.is_file():
         raise UserError(f"--warm-start {earlier}: not an experiment folder of run_search.py (no {JOURNAL})")
@@ -59,7 +71,7 @@ def check_warm_start(earlier, exp_dir, space):
     if (old.metric, old.mode) != (space.metric, space.mode):
         raise UserError(f"--warm-start {earlier}: its search ranked by {old.metric} ({old.mode}), this one by "
                         f"{space.metric} ({space.mode})")
-    return earlier
+    return str(earlier)
 
 
 NAME_BYTES = 200  # an experiment's folder name: one path component, which file systems cap at 255 bytes
@@ -90,6 +102,8 @@ def warn_cpu_duration(space, resources, dataset, concurrent):
         f"{concurrent} at a time; use --gpus N, or --space demo.yaml for a CPU-sized search")
 
 
-def resume_command(exp_dir, storage):
-    command = f"python run_search.py --resume --name {exp_dir.name}"
-    return command if storage == Path("ray_results").resolve() else f"{command} --storage {storage}"
+def resume_command(name, storage):
+    """The command that continues experiment `name` of `storage` (its credentials hidden)."""
+    command = f"python run_search.py --resume --name {name}"
+    default = not storage.remote and storage.root == Path("ray_results").resolve()
+    return command if default else f"{command} --storage {storage}"

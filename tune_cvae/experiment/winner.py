@@ -1,24 +1,15 @@
-"""The winner of a search, read from its experiment folder: the newest experiment, the best trial, its best
-checkpoint, the thread count it trained with and its searched values.
+"""The winner of a search, read from its experiment folder: the best trial, its best checkpoint, the thread count
+it trained with and its searched values.
 """
 import json
 from pathlib import Path
 
 from tune_cvae.common import UserError
-from tune_cvae.experiment.files import PARAMS_FILE, SEARCH_FILE, STATE_FILE, USABLE, trial_results
+from tune_cvae.experiment.files import PARAMS_FILE, STATE_FILE, USABLE, trial_results
 from tune_cvae.experiment.record import read_search
 from tune_cvae.experiment.tables import collect
 from tune_cvae.lab.checkpoint import load_checkpoint
 from tune_cvae.lab.config import best_of
-
-
-def newest_experiment(storage):
-    """The most recently modified experiment folder (one with search.yaml) under `storage`."""
-    found = sorted(Path(storage).glob(f"*/{SEARCH_FILE}"), key=lambda p: p.parent.stat().st_mtime)
-    if not found:
-        raise UserError(f"{Path(storage).resolve()}: no experiment folder here; run run_search.py first "
-                        f"or pass --experiment DIR")
-    return found[-1].parent
 
 
 def winner(exp_dir):

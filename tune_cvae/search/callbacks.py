@@ -9,37 +9,77 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from tune_cvae.common import say
-from tune_cvae.experiment.files import ERRORED, RUNNING, STOPPED, trial_status
+from tune_cvae.common import UserError, say
+from tune_cvae.experiment.files import ERRORED, JOURNAL, RUNNING, STOPPED, trial_status
+from tune_cvae.experiment.storage import SPACE_FLOOR
 from tune_cvae.lab.config import best_of
 
-SPACE_FLOOR = 16 << 20  # bytes a search leaves free on its storage at the least (Ray's last save, the tables)
-
-
 class StorageGuard(Callback):
-    """Ends the search as Ctrl-C does while the experiment folder's disk still has room for Ray's last save of the
-    experiment state: a disk that fills mid-write leaves state files cut short (Ray copies them into place), which
-    --resume cannot read. Room kept: SPACE_FLOOR, or 3 of the largest checkpoint so far per concurrent trial.
-    Ray pickles its callbacks with the experiment, so what it found is kept per folder in `short_of_space`."""
-    short_of_space = {}  # experiment folder -> (bytes free, bytes wanted) when the guard ended its search
+    """Ends the search as Ctrl-C does while its storage can still hold Ray's last save of the experiment state: a
+    folder whose disk fills mid-write leaves state files cut short (Ray copies them into place), which --resume
+    cannot read (room kept: SPACE_FLOOR, or 3 of the largest checkpoint so far per concurrent trial); a URI that
+    stops answering (looked at every CHECK_EVERY_S seconds at most). Ray pickles its callbacks with the
+    experiment, so what it found is kept per folder in `trouble`."""
+    trouble = {}  # experiment folder -> (what happened, what to do) when the guard ended its search
+    CHECK_EVERY_S = 10.0
 
-    def __init__(self, exp_dir, concurrent):
-        self.exp_dir, self.concurrent, self.largest = str(exp_dir), concurrent, 0
+    def __init__(self, exp_dir, concurrent, where):
+        self.exp_dir, self.concurrent, self.where, self.largest, self.looked = str(exp_dir), concurrent, where, 0, 0.0
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        self.largest = max(self.largest, sum(f.stat().st_size for f in Path(checkpoint.path).rglob("*")
-                                             if f.is_file()))
+        if not self.where.remote:
+            self.largest = max(self.largest, sum(f.stat().st_size for f in Path(checkpoint.path).rglob("*")
+                                                 if f.is_file()))
         self.check()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.check()
 
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.check()
+
     def check(self):
+        if self.exp_dir in self.trouble:
+            return
+        if self.where.remote:
+            if time.monotonic() - self.looked < self.CHECK_EVERY_S:
+                return
+            self.looked = time.monotonic()
+            if not self.where.reachable(Path(self.exp_dir).name):
+                self.stop(f"{self.where}: the storage stopped answering (the search stopped there)",
+                          "once it answers again,")
+            return
         free, wanted = shutil.disk_usage(self.exp_dir).free, max(SPACE_FLOOR, 3 * self.concurrent * self.largest)
+        if free < wanted:
+            self.stop(f"{self.exp_dir}: no space left for the search ({free / 2**20:.0f} MB free, it keeps "
+                      f"{wanted / 2**20:.0f} MB for its checkpoints and state)", "free space, then")
+
+    def stop(self, what, remedy):
         stop = signal.getsignal(signal.SIGUSR1)  # Ray Tune's stop handler while fit runs
-        if free < wanted and self.exp_dir not in self.short_of_space and callable(stop):
-            self.short_of_space[self.exp_dir] = (free, wanted)
+        if callable(stop):
+            self.trouble[self.exp_dir] = (what, remedy)
             stop(signal.SIGUSR1, None)
+
+
+class PushRecords(Callback):
+    """Keeps a URI experiment's current Optuna journal in storage (its live copy is the driver's, which needs local
+    appends and locks): pushed as each trial ends and when the search does. Nothing for a folder."""
+
+    def __init__(self, where, name):
+        self.where, self.name = where, name
+
+    def push(self):
+        if self.where.remote:
+            try:
+                self.where.push(self.name, [JOURNAL])
+            except UserError:
+                pass  # the storage guard ends a search whose storage stopped answering
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.push()
+
+    def on_experiment_end(self, trials, **info):
+        self.push()
 
 
 class StatusTable(Callback):

@@ -5,6 +5,7 @@ import contextlib
 import math
 import os
 import signal
+from pathlib import Path
 
 import ray
 import torch
@@ -70,3 +71,69 @@ def check_local_gpus(gpus, address):
     if gpus > local_gpus:
         raise UserError(f"--gpus {gpus:g}: this machine has {local_gpus} GPU(s) visible to torch; "
                         f"use --gpus {local_gpus} (0 trains on CPUs)")
+
+
+@ray.remote(num_cpus=0)
+def _look(where, probe, token):
+    """On one node: can it see the driver's probe in a storage folder, or write into a storage URI? (ok, why)."""
+    import socket
+    from pathlib import Path
+    from tune_cvae.common import UserError as Refused
+    here = socket.gethostname()
+    if not where.remote:
+        try:
+            return Path(probe).read_text() == token, f"no {probe} there: a folder of its own at that path"
+        except OSError as e:
+            return False, f"{e.strerror or e} at {probe}"
+    try:
+        where.check()
+        return True, ""
+    except Refused as e:
+        return False, f"on {here}: {e}"
+
+
+def check_nodes_reach(where):
+    """Where the cluster has nodes beside the driver's, prove each reaches the storage before any data is decoded:
+    a folder must show them the probe the driver writes into it (a folder each node has for itself, or none, does
+    not), a URI must take a probe from each. UserError naming the node and what to use instead."""
+    import uuid
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    driver = ray.get_runtime_context().get_node_id()
+    others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != driver]
+    if not others:
+        return
+    token = uuid.uuid4().hex
+    probe = None if where.remote else where.root / f".tune_cvae_node_probe.{token}"
+    if probe is not None:
+        where.root.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token)
+    try:
+        looks = [_look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                 .remote(where, str(probe), token) for n in others]
+        answers = ray.get(looks, timeout=120)
+    except ray.exceptions.GetTimeoutError:
+        raise UserError(f"--storage {where}: a worker node did not answer within 120 s whether it reaches the "
+                        f"storage") from None
+    finally:
+        if probe is not None:
+            probe.unlink(missing_ok=True)
+    for node, (ok, why) in zip(others, answers):
+        if not ok:
+            raise UserError(f"--storage {where}: worker node {node['NodeManagerAddress']} cannot see it ({why}); "
+                            f"use a folder every node mounts at the same path (NFS) or a URI every node reaches "
+                            f"(s3://BUCKET/PATH)")
+
+
+def driver_records(exp_dir):
+    """Into a URI experiment's local copy, the trial records Ray's driver keeps in this session (params.json,
+    result.json of each trial: its staging folder), where they are not there yet: the table of a search whose
+    storage stopped answering. Returns None (nothing to push)."""
+    import shutil
+    from ray.train.constants import _get_ray_train_session_dir
+    staged = sorted(Path(_get_ray_train_session_dir()).glob(f"*/{exp_dir.name}/driver_artifacts"))
+    for trial in (staged[-1].glob("trial_*") if staged else []):
+        for record in trial.glob("*.json"):
+            target = exp_dir / trial.name / record.name
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(record, target)

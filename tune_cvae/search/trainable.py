@@ -60,6 +60,16 @@ def tensorboard_run(trial_dir, trial_id, config, searched):
     return writer
 
 
+def records_folder():
+    """The folder a trial writes its own records into (epochs.jsonl, TensorBoard events, the last validation's
+    PSNR per frame): its working directory on the node it runs on, which Ray uploads to the experiment in storage
+    with each checkpoint (SyncConfig(sync_artifacts=True)). get_trial_dir() names the driver's staging folder,
+    which exists only on the driver's node."""
+    folder = Path(tune.get_context().get_storage().trial_working_directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def recover_epochs(trial_dir):
     """Put the storage's epochs.jsonl back into a fresh working copy of the trial folder: a resumed search runs in
     a new Ray session, whose copy starts empty and would replace the stored record at its next upload."""
@@ -107,7 +117,7 @@ def train_trial(config, arrays, searched=()):
     set_threads(cpus or 1)
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
     dataset, state, node = Lab4Data.from_arrays(arrays), restored_state(), ray.get_runtime_context().get_node_id()
-    trial_dir, trial_id = Path(tune.get_context().get_trial_dir()), tune.get_context().get_trial_id()
+    trial_dir, trial_id = records_folder(), tune.get_context().get_trial_id()
     recover_epochs(trial_dir)
     if state and state["history"] and state["history"][-1].get("trained_by") not in (trial_id, None):
         say(f"PBT exploit: continuing trial {state['history'][-1]['trained_by']}'s weights of epoch {state['epoch']}"
