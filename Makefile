@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-pbt test test-fast bench-quality bench-speed bench-search venv constraints
+.PHONY: demo demo-pbt test test-fast bench-quality bench-speed bench-search venv wandb constraints
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -11,10 +11,17 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $@
 
+# Weights & Biases for --wandb (optional; the tests install it to test it)
+wandb: $(VENV)/.wandb
+$(VENV)/.wandb: $(VENV)/.installed requirements-wandb.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-wandb.txt -c constraints.txt
+	touch $@
+
 # constraints.txt anew: the newest releases requirements.txt admits, in a scratch venv, frozen (then run make test)
 constraints:
 	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
-	.venv-constraints/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	.venv-constraints/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt \
+		-r requirements-wandb.txt
 	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .venv-constraints
 
@@ -30,8 +37,8 @@ demo-pbt: $(VENV)/.installed
 	$(PY) run_search.py --space demo_pbt.yaml
 	$(PY) run_best.py
 
-# the full suite (CI runs this)
-test: $(VENV)/.installed
+# the full suite (CI runs this), W&B included
+test: $(VENV)/.installed $(VENV)/.wandb
 	$(PY) -m pytest -q tests
 
 # the unit tests only, for the edit-test loop: no Ray cluster, no search, no long rollouts

@@ -43,6 +43,10 @@ def _parser():
                                                "also uploaded beside the experiment): new, empty, or an earlier "
                                                "run_best.py output, which it replaces; any other folder is refused")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--wandb", nargs="?", const=True, default=None, metavar="PROJECT",
+                   help="log the retraining as a Weights & Biases run beside the search's trials (its curves, the "
+                        "PSNR per frame, the GIFs, the submission as an artifact), in PROJECT or else the "
+                        "search's project (needs `make wandb`)")
     return p
 
 

@@ -41,6 +41,10 @@ def _parser():
     p.add_argument("--warm-start", default=None, metavar="EXPERIMENT",
                    help="begin the study with the finished and stopped trials of an earlier experiment (a folder or "
                         "a URI STORAGE/NAME) whose values lie in this space, so the search starts where it ended")
+    p.add_argument("--wandb", default=None, metavar="PROJECT",
+                   help="also log each trial as a run of this Weights & Biases project, grouped by experiment "
+                        "(needs `make wandb`; WANDB_MODE=offline logs into files for `wandb sync`; default: the "
+                        "space's wandb: settings, else no W&B)")
     p.add_argument("--name", default=None, help="experiment name (default: SPACE-DATE-TIME)")
     p.add_argument("--storage", default="ray_results",
                    help="where experiments live: a folder (on a cluster, one every node mounts at the same path) or "

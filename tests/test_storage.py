@@ -225,7 +225,7 @@ def test_a_storage_that_stops_answering_mid_search_ends_it_in_one_line_with_the_
     assert search.returncode == 1, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"{uri}: the storage stopped answering (the search stopped there); ") and last.endswith(
-        f"once it answers again, continue it with: python run_search.py --resume --name u --storage {uri}")
+        f"once it answers again, continue it with: python run_search.py --resume --name u --storage '{uri}'")
     assert "trials by val_psnr" in out and not err.strip().splitlines()[-1].startswith("Traceback")
 
 

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from tune_cvae.common import UserError, check_writable, say
-from tune_cvae.experiment import figures, report
+from tune_cvae.experiment import figures, report, wandb_log
 from tune_cvae.experiment.files import BEST_DIR, PER_FRAME_FILE, REPORT_DIR, trial_results
 from tune_cvae.experiment.lineage import LineageError, trained_schedule
 from tune_cvae.experiment.space import PBT
@@ -192,13 +192,14 @@ def starting_point(exp, row, trial_dir, space, config, epochs, from_checkpoint, 
 
 
 def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None, from_checkpoint=False,
-             infer_z=None, out=None, seeds=1, device="auto", overrides=None):
+             infer_z=None, out=None, seeds=1, device="auto", overrides=None, wandb=None):
     """Pick the winner of a search (`experiment`: a folder or a URI; default the newest in `storage`), retrain it
     (replay a PBT winner's schedule, or continue its best checkpoint) with `overrides` of its config, validate,
     predict the test videos and write the submission and its evidence into `out` (default EXPERIMENT/best: for a
-    URI its local copy's, uploaded beside the experiment)."""
+    URI its local copy's, uploaded beside the experiment). `wandb`: a W&B project, or True for the search's."""
     where, exp = locate(experiment, storage)
     record, row, trial_dir = winner(exp)
+    settings = wandb_settings(wandb, record.space)
     if from_checkpoint:
         where.pull_checkpoints(exp.name, trial_dir)
     space = record.space
@@ -235,12 +236,29 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
             with stage("scoring against test_truth/"):
                 summary["score"] = score(tmp / "submission.csv", data_root / "test_truth")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if settings:
+        with stage("the W&B run"):
+            wandb_log.run_best_run(settings, exp, str(row["trial_id"]), run.history, out, summary)
     if out == exp / BEST_DIR:  # the report shows the retrained winner's PSNR per frame
         with stage(f"report {exp / 'report' / 'index.html'}" + (f" and {BEST_DIR}/, into {where}" if where.remote
                                                                 else "")):
             report.write(exp)
             where.push(exp.name, [BEST_DIR, *TABLE_FILES, REPORT_DIR])
     return out, summary
+
+
+def wandb_settings(wandb, space):
+    """The W&B settings run_best logs with (None: no W&B), checked before any work: `wandb` a project, or True
+    for the search's own."""
+    if not wandb:
+        return None
+    wandb_log.check("--wandb")
+    settings = dict(space.wandb or {})
+    if wandb is not True:
+        settings["project"] = wandb
+    if not settings.get("project"):
+        raise UserError("--wandb: the search logged to no W&B project; name one: --wandb PROJECT")
+    return settings
 
 
 def locate(experiment, storage):

@@ -8,9 +8,11 @@ an interruption cut off. The search writes them and everything after reads them 
       trials.csv|md|html      the trial table (tables.py); report/ (report.py); best/ (run_best.py)
       trial_<id>/             params.json and result.json (Ray's), epochs.jsonl, val_psnr_per_frame.csv,
                               checkpoint_*/state.pt, error.txt, one TensorBoard run
+      forgotten/trial_<id>/   trials a killed driver started after Ray last saved its state (Ray ran them anew)
 """
 import json
 import math
+import shutil
 from pathlib import Path
 
 from tune_cvae.common import write_whole
@@ -22,7 +24,7 @@ EPOCHS_FILE = "epochs.jsonl"  # every epoch's result, appended by the trainable 
 PER_FRAME_FILE = "val_psnr_per_frame.csv"  # a trial's last validation (and run_best's) PSNR per frame
 STATE_FILE = "state.pt"  # a checkpoint folder's run state
 PARAMS_FILE, RESULT_FILE, ERROR_FILE = "params.json", "result.json", "error.txt"  # Ray's, in a trial folder
-REPORT_DIR, BEST_DIR = "report", "best"
+REPORT_DIR, BEST_DIR, FORGOTTEN_DIR = "report", "best", "forgotten"
 
 FINISHED, STOPPED, DIVERGED, ERRORED, INTERRUPTED = "finished", "stopped early", "diverged (NaN)", "errored", \
     "interrupted"
@@ -95,3 +97,13 @@ def interrupted_trials(exp_dir):
         return json.loads(path.read_text()) if path.is_file() else []
     except (OSError, ValueError):
         return []
+
+
+def set_aside_forgotten(exp_dir, known):
+    """Move trial folders whose names are not in `known` (the trials Ray's restored state holds) into forgotten/:
+    a driver killed with SIGKILL leaves trials it started after its last save, which Ray has since run anew, and
+    the table would count them twice."""
+    for params in sorted(Path(exp_dir).glob(f"{trial_dirname('*')}/{PARAMS_FILE}")):
+        if params.parent.name not in known:
+            (Path(exp_dir) / FORGOTTEN_DIR).mkdir(exist_ok=True)
+            shutil.move(str(params.parent), str(Path(exp_dir) / FORGOTTEN_DIR / params.parent.name))

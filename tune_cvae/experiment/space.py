@@ -87,6 +87,7 @@ class Space:
     pbt: dict = None  # PBT's settings (interval, quantile, resample_probability, mutate); used by pbt and pb2
     portfolio: list = field(default_factory=list)  # configurations from earlier searches, after the start points
     portfolio_file: str = None  # the file they came from
+    wandb: dict = None  # W&B runs of the trials: {project, entity, group, tags} (run_search.py --wandb PROJECT)
 
     @property
     def mutated(self):

@@ -7,12 +7,13 @@ import yaml
 
 from tune_cvae.experiment.space import PBT, PBT_FIXED, PBT_SCHEDULE_KEYS, SCHEDULERS, SEARCHERS, Space, SpaceError
 from tune_cvae.experiment.space_params import check_every_value, check_param, check_point, need
+from tune_cvae.experiment.wandb_log import SETTINGS_KEYS
 from tune_cvae.lab.config import METRICS, MODEL_SIZES, SETTABLE, ConfigError, make_config
 
 SPACES_DIR = Path(__file__).resolve().parent.parent.parent / "search_spaces"
 TOP_KEYS = {"metric", "mode", "num_samples", "max_epochs", "grace_period", "reduction_factor", "fixed", "params",
             "points_to_evaluate", "retrain", "description", "searcher", "scheduler", "budget", "pbt", "portfolio",
-            "portfolio_file"}
+            "portfolio_file", "wandb"}
 PBT_KEYS = {"interval", "quantile", "resample_probability", "mutate"}
 
 
@@ -78,7 +79,8 @@ def parse(raw, path="<space>"):
     check_every_value(path, params, {**fixed, "num_epoch": max_epochs})
     space = Space(path, metric, mode, _int(raw, path, "num_samples"), max_epochs, grace,
                   _int(raw, path, "reduction_factor", 3, low=2), fixed, params,
-                  retrain=_check_retrain(path, raw.get("retrain") or {}, fixed), **strategy)
+                  retrain=_check_retrain(path, raw.get("retrain") or {}, fixed), wandb=_check_wandb(path, raw),
+                  **strategy)
     _start_points(space, raw)
     return space
 
@@ -182,6 +184,21 @@ def _pbt_fixed(path, fixed, params, mutate, active):
         need(name not in PBT_SCHEDULE_KEYS or PBT_FIXED.get(name) == value, path, f"fixed.{name}",
               f"under PBT it is {PBT_FIXED.get(name, 'unused')} (PBT changes kl_beta_max, tfr and lr itself)")
     return {**fixed, **PBT_FIXED}
+
+
+def _check_wandb(path, raw):
+    """`wandb: {project, entity, group, tags}`: where the trials' W&B runs go (None: no W&B)."""
+    settings = raw.get("wandb")
+    if settings is None:
+        return None
+    need(isinstance(settings, dict) and isinstance(settings.get("project"), str) and settings["project"], path,
+         "wandb", "must be a mapping with a project (and entity, group, tags)")
+    for key, value in settings.items():
+        need(key in SETTINGS_KEYS, path, f"wandb.{key}", f"unknown key (known: {', '.join(SETTINGS_KEYS)})")
+        need(value is None or (isinstance(value, list) and all(isinstance(t, str) for t in value)
+                               if key == "tags" else isinstance(value, str)), path, f"wandb.{key}",
+             "must be a list of words" if key == "tags" else "must be text")
+    return dict(settings)
 
 
 def _check_retrain(path, retrain, fixed):

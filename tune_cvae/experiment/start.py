@@ -2,6 +2,7 @@
 start, the duration warning for a template-size model on CPUs, and the command that resumes it. Ray-free, so that
 what a user sees at the start is tested without a cluster.
 """
+import shlex
 import time
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def warn_cpu_duration(space, resources, dataset, concurrent):
 
 
 def resume_command(name, storage):
-    """The command that continues experiment `name` of `storage` (its credentials hidden)."""
-    command = f"python run_search.py --resume --name {name}"
+    """The command that continues experiment `name` of `storage` (its credentials hidden, quoted for a shell)."""
+    command = f"python run_search.py --resume --name {shlex.quote(name)}"
     default = not storage.remote and storage.root == Path("ray_results").resolve()
-    return command if default else f"{command} --storage {storage}"
+    return command if default else f"{command} --storage {shlex.quote(str(storage))}"

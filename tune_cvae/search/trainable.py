@@ -17,6 +17,7 @@ from tune_cvae.common import say
 from tune_cvae.experiment.files import EPOCHS_FILE, PER_FRAME_FILE, STATE_FILE
 from tune_cvae.experiment.lineage import lineage
 from tune_cvae.experiment.space import label
+from tune_cvae.experiment.wandb_log import STRIP_FILE
 from tune_cvae.lab.checkpoint import load_checkpoint, save_checkpoint
 from tune_cvae.lab.config import SETTABLE
 from tune_cvae.lab.data import Lab4Data
@@ -111,8 +112,9 @@ def hand_over(trial_dir, state, extra):
     tune.report(last)
 
 
-def train_trial(config, arrays, searched=()):
-    """One trial: `arrays` is the dataset decoded once on the driver and shared through the object store."""
+def train_trial(config, arrays, searched=(), strip=False):
+    """One trial: `arrays` is the dataset decoded once on the driver and shared through the object store;
+    `strip`: also keep each validation's image strip as a picture (for W&B, which the driver writes)."""
     cpus, gpus = _resources()
     set_threads(cpus or 1)
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
@@ -131,6 +133,8 @@ def train_trial(config, arrays, searched=()):
         write_epoch(writer, metrics, run.val_strip)
         lines = "frame,psnr\n" + "".join(f"{i},{v:.4f}\n" for i, v in enumerate(run.val_psnr.tolist(), 1))
         (trial_dir / PER_FRAME_FILE).write_text(lines)  # the report's figure of the last validation
+        if strip:
+            save_strip(run.val_strip, trial_dir / STRIP_FILE)
         result = {**metrics, "lineage": lineage(run.history), "node_id": node, "device": device}
         record_epoch(trial_dir, result, run.config)
         with tempfile.TemporaryDirectory() as d:
@@ -143,7 +147,13 @@ def train_trial(config, arrays, searched=()):
     writer.close()
 
 
-def named_trial(params):
+def save_strip(strip, path):
+    """An image strip (3, H, W) in [0, 1] as a PNG."""
+    from PIL import Image
+    Image.fromarray((strip.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(path)
+
+
+def named_trial(params, strip=False):
     """train_trial, its Ray actor named after its trial: the dashboard's Actors view and the log prefixes show
     "trial ID: key=value ..." of the searched `params` (as many as `space.label` lets in) instead of
     `train_trial`. (Ray mixes `__mixins__` into the actor class; its repr is the instance's `_name`, which Ray
@@ -156,7 +166,7 @@ def named_trial(params):
 
     @functools.wraps(train_trial)
     def trial(config, arrays):
-        return train_trial(config, arrays, params)
+        return train_trial(config, arrays, params, strip)
 
     trial.__mixins__ = (NamedTrial,)
     return trial

@@ -7,6 +7,7 @@ study (optuna.journal, for optuna-dashboard), search.yaml (what run_best.py and 
 import logging
 import os
 import pickle
+import shlex
 import shutil
 import signal
 import warnings
@@ -19,7 +20,8 @@ from tune_cvae.common import DISK_ERRORS, UserError, say
 from tune_cvae.experiment.ending import (Interrupted, check_some_trial_worked, unfinished_trials,
                                          written_table)
 from tune_cvae.experiment.files import (INTERRUPTED, INTERRUPTED_FILE, JOURNAL, REPORT_DIR, SEARCH_FILE,
-                                        trial_dirname, write_interrupted)
+                                        set_aside_forgotten, trial_dirname, write_interrupted)
+from tune_cvae.experiment import wandb_log
 from tune_cvae.experiment.record import read_search, write_search
 from tune_cvae.experiment.space import PBT
 from tune_cvae.experiment.start import check_name, new_experiment, resume_command, warn_cpu_duration
@@ -34,6 +36,7 @@ from tune_cvae.search.pbt import make_pbt, population, space_domains
 from tune_cvae.search.searcher import make_searcher
 from tune_cvae.search.session import check_local_gpus, check_nodes_reach, driver_records, plan_resources, start_ray
 from tune_cvae.search.trainable import named_trial
+from tune_cvae.search.wandb_runs import WandbRuns, summary_run
 
 __all__ = ["Interrupted", "run"]
 
@@ -93,19 +96,22 @@ def build_tuner(where, exp_dir, record, trainable, concurrent, resume, verbose, 
             name=exp_dir.name, storage_path=where.ray_storage(), verbose=0, stop=budget if space.budget else None,
             sync_config=tune.SyncConfig(sync_artifacts=True),  # the trials' own records, from whichever node
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), StorageGuard(exp_dir, concurrent, where),
-                       PushRecords(where, exp_dir.name)] + ([StatusTable(space, budget)] if verbose else []),
+                       PushRecords(where, exp_dir.name)] + ([StatusTable(space, budget)] if verbose else [])
+            + ([WandbRuns(space.wandb, where, exp_dir, space)] if space.wandb else []),
             checkpoint_config=keep, failure_config=tune.FailureConfig(max_failures=1)))
 
 
 def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None, cpus_per_trial=1, samples=None,
         max_epochs=None, searcher=None, scheduler=None, budget=None, warm_start=None, name=None,
         storage="ray_results", address=None, resume=False, seed=0, num_cpus=None, dashboard=True, verbose=1,
-        reuse_actors=False):
+        reuse_actors=False, wandb=None):
     """The whole search; returns the experiment's local folder (a URI's local copy). UserError for anything the
     user can fix. samples, max_epochs, searcher, scheduler and budget replace the space's values (None keeps
     them). `storage`: a folder or a URI (experiment/storage.py). `reuse_actors`: trials after the first run in
     their predecessors' processes (faster starts; the Ray dashboard then names each process after its first
-    trial), except under PBT."""
+    trial), except under PBT. `wandb`: a W&B project for the trials' runs (else the space's `wandb:`, if any)."""
+    if wandb:
+        wandb_log.check()  # before any work: W&B installed, a key to log in with
     where = Storage(storage)
     where.check()  # before any work: writable, room left, credentials accepted
     if resume:
@@ -115,6 +121,10 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
             "samples": samples, "max_epochs": max_epochs, "searcher": searcher, "scheduler": scheduler,
             "budget": budget}, warm_start)
     space = record.space
+    if wandb:
+        space.wandb = {**(space.wandb or {}), "project": wandb}
+    elif space.wandb:  # the space's own wandb:
+        wandb_log.check()
     check_local_gpus(gpus, address)
     if address or os.environ.get("RAY_ADDRESS"):  # a cluster: each node must reach the storage, before the data
         start_ray(address, num_cpus, dashboard)
@@ -123,7 +133,7 @@ def run(space_name="kl_tfr.yaml", *, data_dir=None, gpus=0, gpus_per_trial=None,
     start_ray(address, num_cpus, dashboard)
     record.resources, concurrent = plan_resources(gpus, gpus_per_trial, cpus_per_trial, space.num_samples)
     warn_cpu_duration(space, record.resources, dataset, concurrent)
-    named = named_trial([p for p in space.params if p not in space.mutated])  # a name that PBT does not change
+    named = named_trial([p for p in space.params if p not in space.mutated], strip=bool(space.wandb))
     trainable = tune.with_resources(tune.with_parameters(named, arrays=dataset.as_arrays()), record.resources)
     watching(where, exp_dir, space)
     tuner = build_tuner(where, exp_dir, record, trainable, concurrent, resume, verbose, reuse_actors)
@@ -189,9 +199,12 @@ def finish(where, exp_dir, grid, watch, space):
     records = pull_records(where, name) if not trouble else driver_records(exp_dir) if where.remote else None
     ended = grid.num_terminated + grid.num_errors >= space.num_samples or budget_spent(exp_dir, space.budget)
     interrupted = watch.stopped or not ended
+    set_aside_forgotten(exp_dir, {os.path.basename(r.path.rstrip("/")) for r in grid})
     if interrupted:
         write_interrupted(exp_dir, unfinished_trials(exp_dir))
     table = written_table(exp_dir)
+    if space.wandb and not table.empty:
+        summary_run(space.wandb, exp_dir, table, exp_dir / REPORT_DIR)
     if records is not None:
         push_records(where, name)
     say(console(table, space.metric), result=True)
@@ -205,7 +218,7 @@ def finish(where, exp_dir, grid, watch, space):
     check_some_trial_worked(exp_dir, table, space.metric)
     say(f"wrote {exp_dir / 'trials.csv'}, trials.md, trials.html and the report {exp_dir / 'report' / 'index.html'}"
         + (f", and into {shown(where.uri(name))}" if where.remote else ""))
-    say(f"next: python run_best.py --experiment {shown(where.uri(name))}")
+    say(f"next: python run_best.py --experiment {shlex.quote(shown(where.uri(name)))}")
     return exp_dir
 
 
@@ -235,7 +248,7 @@ def pull_records(where, name):
 def push_records(where, name):
     """The table, the report, the journal and interrupted.json up into a URI experiment (a warning on failure)."""
     try:
-        where.push(name, [*TABLE_FILES, REPORT_DIR, JOURNAL, INTERRUPTED_FILE])
+        where.push(name, [*TABLE_FILES, REPORT_DIR, JOURNAL, INTERRUPTED_FILE, "wandb"])
     except UserError as e:
         say(f"warning: {e}: the table and report stay in {where.folder(name)}")
 
