@@ -8,6 +8,7 @@ import sys
 
 from tune_cvae.cli import HelpFormatter, fail
 from tune_cvae.common import UserError
+from tune_cvae.experiment.space import SCHEDULERS, SEARCHERS
 
 
 def _parser():
@@ -28,10 +29,11 @@ def _parser():
                    "(default: the space's num_samples)")
     p.add_argument("--max-epochs", type=int, default=None,
                    help="epochs of a full trial, ASHA's max_t (default: the space's max_epochs)")
-    p.add_argument("--searcher", choices=["tpe", "random"], default=None,
-                   help="how trials are proposed: Optuna's TPE or random sampling (default: the space's searcher, "
-                        "else tpe)")
-    p.add_argument("--scheduler", choices=["asha", "none", "pbt", "pb2"], default=None,
+    p.add_argument("--searcher", choices=SEARCHERS, default=None,
+                   help="how trials are proposed: Optuna's TPE, random sampling, prior (PriorBand's mix of uniform "
+                        "draws, the space's prior and the best trial's neighbourhood, weighted by which does well) "
+                        "or sample-prior (draws from the prior alone) (default: the space's searcher, else tpe)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="asha stops poor trials early; none trains every trial to max_epochs; pbt / pb2: Population "
                         "Based Training changes kl_beta_max, tfr and lr while the trials train (needs a PBT space "
                         "such as kl_tfr_pbt.yaml) (default: the space's scheduler, else asha)")

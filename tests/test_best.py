@@ -64,7 +64,7 @@ def test_run_best_errors_are_one_line(smoke, tmp_path):
     proc = run_best("--experiment", smoke, "--data", tmp_path / "gone")
     assert proc.returncode == 2 and "the search's dataset is gone" in proc.stderr
     proc = run_best("--storage", tmp_path / "nowhere")
-    assert proc.returncode == 2 and "no experiment folder here" in proc.stderr
+    assert proc.returncode == 2 and "no experiment here; run run_search.py first" in proc.stderr
 
 
 @pytest.mark.slow

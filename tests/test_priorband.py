@@ -3,7 +3,6 @@ import math
 
 import numpy as np
 import optuna
-import pytest
 
 from helpers import GOOD
 from tune_cvae.experiment.space import DefineByRun

@@ -128,7 +128,8 @@ def test_an_offline_search_has_a_run_per_trial_its_ending_a_table_and_run_bests_
     runs = offline_runs(exp)
     trials = {r["config"]["trial_id"]: r for r in runs.values() if "trial_id" in r["config"]}
     forgotten = {p.name.removeprefix("trial_") for p in (exp / "forgotten").glob("trial_*")}  # started unsaved
-    assert set(table.trial_id) <= set(trials) <= set(table.trial_id) | forgotten and {r["group"] for r in runs.values()} == {"w"}
+    assert set(table.trial_id) <= set(trials) <= set(table.trial_id) | forgotten
+    assert {r["group"] for r in runs.values()} == {"w"}
     for row in table.itertuples():
         run = trials[row.trial_id]
         assert run["config"]["searched"] == ["kl_anneal_type", "tfr_d_step", "lr"] and run["config"]["num_epoch"] == 3

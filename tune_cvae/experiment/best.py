@@ -211,11 +211,7 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
     params, config = winner_config(exp, space, row, trial_dir, overrides)
     config, state, schedule, lineage_rows = starting_point(exp, row, trial_dir, space, config, epochs,
                                                            from_checkpoint, overrides)
-    data_root = Path(data_dir or record.data_dir)
-    if not data_root.is_dir():
-        raise UserError(f"{data_root}: the search's dataset is gone; pass --data with its new location")
-    with stage("loading the data"):
-        dataset = load_dataset(data_root, progress=TERMINAL)
+    data_root, dataset = search_data(data_dir or record.data_dir)
     torch.set_num_threads(trial_threads(trial_dir, record))
     with staged_output(out) as tmp:
         values, run, kept = retrain(config, dataset, pick_device(device), seeds, state, schedule)
@@ -245,6 +241,15 @@ def run_best(experiment=None, storage="ray_results", data_dir=None, epochs=None,
             report.write(exp)
             where.push(exp.name, [BEST_DIR, *TABLE_FILES, REPORT_DIR])
     return out, summary
+
+
+def search_data(data_dir):
+    """(folder, decoded dataset) of the search's data, or of --data where it moved."""
+    data_root = Path(data_dir)
+    if not data_root.is_dir():
+        raise UserError(f"{data_root}: the search's dataset is gone; pass --data with its new location")
+    with stage("loading the data"):
+        return data_root, load_dataset(data_root, progress=TERMINAL)
 
 
 def wandb_settings(wandb, space):

@@ -3,10 +3,11 @@
 k configurations chosen greedily, as Auto-sklearn 2.0 builds its portfolios (Feurer et al., JMLR 2022), so that
 on the earlier searches' datasets the best of them scores as high as it can: each step adds the candidate that
 raises most the mean, over the datasets, of the portfolio's best score there (ties: the one farthest from those
-chosen). Candidates are every search's finished trials but the space's start points; a candidate's score on a dataset is its percentile among that search's trials (1 = the best),
-where it ran there, and else the percentile of the trial nearest to it in the unit range (one nearest neighbour:
-the searches did not run each other's configurations). A space names the file (`portfolio: FILE`) and its
-search evaluates the portfolio first, after the start points.
+chosen). Candidates are every search's finished trials but the space's start points; a candidate's score on a
+dataset is its percentile among that search's trials (1 = the best), where it ran there, and else the percentile
+of the trial nearest to it in the unit range (one nearest neighbour: the searches did not run each other's
+configurations). A space names the file (`portfolio: FILE`) and its search evaluates the portfolio first, after
+the start points.
 """
 import math
 from pathlib import Path

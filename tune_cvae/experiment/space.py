@@ -8,7 +8,7 @@ over it. A space comes from a YAML file (space_yaml.py checks it completely):
     max_epochs: 70              # each trial's num_epoch and ASHA's max_t
     grace_period: 5             # ASHA: epochs before a trial can be stopped
     reduction_factor: 3
-    searcher: tpe               # tpe (Optuna's TPE) or random (Optuna's RandomSampler)
+    searcher: tpe               # tpe (Optuna's TPE), random, prior (PriorBand) or sample-prior (the prior alone)
     scheduler: asha             # asha (early stopping), none (every trial trains max_epochs), pbt or pb2 (below)
     budget: 200                 # optional: stop once the trials have trained this many epochs in all
     fixed: {F_dim: 128}         # config values every trial shares
