@@ -104,6 +104,7 @@ def check_nodes_reach(where):
         return
     token = uuid.uuid4().hex
     probe = None if where.remote else where.root / f".tune_cvae_node_probe.{token}"
+    made = [] if probe is None else [p for p in (where.root, *where.root.parents) if not p.exists()]
     if probe is not None:
         where.root.mkdir(parents=True, exist_ok=True)
         probe.write_text(token)
@@ -117,6 +118,9 @@ def check_nodes_reach(where):
     finally:
         if probe is not None:
             probe.unlink(missing_ok=True)
+        for folder in made:  # nothing left behind: the search makes them again when it starts
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     for node, (ok, why) in zip(others, answers):
         if not ok:
             raise UserError(f"--storage {where}: worker node {node['NodeManagerAddress']} cannot see it ({why}); "
