@@ -25,6 +25,15 @@ def test_a_uri_is_told_from_a_path_and_its_credentials_are_never_shown():
         experiment_at("s3://b")
 
 
+def test_an_error_is_explained_by_what_went_wrong_not_by_digits_in_a_probes_name():
+    where = Storage("s3://b/x?region=us-east-1&endpoint_override=http://127.0.0.1:9")
+    down = OSError("When initiating multiple part upload for key 'x/.tune_cvae_probe.75b8128eadd9403cb1': AWS Error "
+                   "NETWORK_CONNECTION during CreateMultipartUpload operation: curlCode: 7, Could not connect")
+    refused = OSError("When reading information for key 'x' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject "
+                      "operation: No response body. HTTP 403")
+    assert ": unreachable (" in where.explain(down) and "credentials" not in where.explain(down)
+    assert "the credentials were refused" in where.explain(refused)
+
 def test_a_nearly_full_folder_is_refused_before_any_work(tmpfs):
     """A 2 MB storage with little room once passed the 64 KB write probe, then every trial errored writing its
     checkpoint and the search ended on a traceback."""

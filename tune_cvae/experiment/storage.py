@@ -120,10 +120,10 @@ class Storage:
         """One line for a storage error: credentials refused, the server unreachable, no such bucket, or the
         error's first line; never a credential."""
         text, hint = first_line(error), CREDENTIAL_HINT.get(self.scheme, "check its credentials")
-        if re.search(r"ACCESS_DENIED|INVALID_ACCESS_KEY|SIGNATURE|credential|Forbidden|403", text, re.I):
-            return f"{self.flag} {self}: the credentials were refused ({text}); {hint}"
         if re.search(r"NETWORK_CONNECTION|connect|resolve host|timed out|curl", text, re.I):
             return f"{self.flag} {self}: unreachable ({text})"
+        if re.search(r"ACCESS_DENIED|INVALID_ACCESS_KEY|SIGNATURE|credential|Forbidden|\b403\b", text, re.I):
+            return f"{self.flag} {self}: the credentials were refused ({text}); {hint}"  # (a probe's name has hex)
         if re.search(r"NO_SUCH_BUCKET|NoSuchBucket", text, re.I):
             return f"{self.flag} {self}: no such bucket ({text})"
         return f"{self.flag} {self}: {text}"
