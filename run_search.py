@@ -54,7 +54,8 @@ def _parser():
                         "&endpoint_override=http://HOST:PORT); credentials from the environment (AWS_ACCESS_KEY_ID, "
                         "AWS_SECRET_ACCESS_KEY)")
     p.add_argument("--address", default=None,
-                   help="join an existing Ray cluster (e.g. auto or HOST:6379); RAY_ADDRESS is honoured too")
+                   help="join an existing Ray cluster (e.g. auto or HOST:6379); RAY_ADDRESS is honoured too. "
+                        "Without either, a local session of its own, even where `ray start` ran here")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (TPE or random)")
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,

@@ -101,6 +101,18 @@ def test_optuna_study_tells_what_asha_did(smoke):
     assert states[optuna.trial.TrialState.PRUNED] >= 1 and states[optuna.trial.TrialState.COMPLETE] >= 1
 
 
+def test_without_an_address_a_search_starts_a_session_of_its_own_beside_a_cluster_on_this_machine(ray_cluster):
+    """A cluster running here (ray start, or this session's test cluster) leaves its address file in /tmp/ray;
+    Ray's ray.init() would join it and refuse --cpus. Without --address the search gets its own session."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    code = ("import ray; from tune_cvae.search.session import start_ray; start_ray(num_cpus=1, dashboard=False); "
+            "print(ray.cluster_resources()['CPU'], len(ray.nodes())); ray.shutdown()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1.0", "1"]  # the test cluster has two nodes of one CPU each
+
+
 def test_gpu_over_request_fails_before_any_trial(ray_cluster, builtin_root, tmp_path):
     with pytest.raises(UserError, match="--gpus 4: Ray sees 0 GPU"):
         plan_resources(4, None, 1, 6)

@@ -17,7 +17,8 @@ DASHBOARD_PORT = 8265
 
 def start_ray(address=None, num_cpus=None, dashboard=True):
     """Join an existing Ray session/cluster (--address or RAY_ADDRESS) or start a local one with the dashboard
-    on 127.0.0.1 (token authentication stays on)."""
+    on 127.0.0.1 (token authentication stays on). A local one even where `ray start` ran on this machine: Ray
+    would join that cluster by its address file, and refuse --cpus there."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -26,8 +27,9 @@ def start_ray(address=None, num_cpus=None, dashboard=True):
         say(f"joined the Ray cluster at {address}")
         return
     with sigterm_blocked():  # the processes Ray starts now inherit the mask: a SIGTERM to the whole process group
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",  # (Slurm, timeout)
-                 dashboard_port=DASHBOARD_PORT, log_to_driver=False)  # then reaches the driver alone, which stops
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,  # (Slurm, timeout) then reaches
+                 dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,  # the driver alone, which stops
+                 log_to_driver=False)
     if dashboard:  # the search and Ray in order (Ray blocks SIGINT there itself); else Ray's GCS dies under it
         say(f"Ray dashboard: http://127.0.0.1:{DASHBOARD_PORT}  (login token: `ray get-auth-token`)")
 
