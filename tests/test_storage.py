@@ -246,7 +246,10 @@ def test_a_folder_a_worker_node_cannot_see_ends_the_search_before_the_data_is_de
     import time
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare for a mount namespace")
+    from ray.util import get_node_ip_address
     ray_bin, port = str(Path(sys.executable).parent / "ray"), free_port()
+    head_address = f"{get_node_ip_address()}:{port}"  # the head's own IP: given 127.0.0.1, a worker's `ray start`
+    # timed out waiting for its node's record (the node had joined)
     folders = {n: Path(tempfile_dir(n)) for n in ("head", "worker", "store")}
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token"}
     head = subprocess.Popen([ray_bin, "start", "--head", "--num-cpus", "0", "--port", str(port), "--temp-dir",
@@ -255,14 +258,14 @@ def test_a_folder_a_worker_node_cannot_see_ends_the_search_before_the_data_is_de
     worker = None
     try:
         time.sleep(10)
-        inside = (f"mount -t tmpfs tmpfs {folders['store']} && exec {ray_bin} start --address 127.0.0.1:{port} "
+        inside = (f"mount -t tmpfs tmpfs {folders['store']} && exec {ray_bin} start --address {head_address} "
                   f"--num-cpus 1 --temp-dir {folders['worker']} --block")
         worker = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", inside], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(15)
         if worker.poll() is not None:
             pytest.skip("cannot start a worker node in a mount namespace here")
-        proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--address", f"127.0.0.1:{port}",
+        proc = subprocess.run([sys.executable, "run_search.py", "--space", "smoke", "--address", head_address,
                                "--storage", str(folders["store"]), "--data", str(tmp_path / "never_read")],
                               capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
         assert proc.returncode == 2, proc.stderr[-2000:]
