@@ -45,18 +45,16 @@ def ray_cluster():
     from ray._common.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
     folders = [tempfile.mkdtemp(prefix=f"ray{n}_") for n in "AB"]  # short: Ray's socket paths must fit 107 bytes
-    address_file = Path(get_ray_address_file(None))  # Cluster writes its address there, as `ray start` does,
-    address_file.parent.mkdir(parents=True, exist_ok=True)  # into a folder a fresh machine does not have yet
+    # Cluster writes its address where `ray start` does (and removes it at shutdown), into a folder a fresh
+    # machine does not have yet
+    Path(get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                              "temp_dir": folders[0]})
     cluster.add_node(num_cpus=1, temp_dir=folders[1])
     ray.init(address=cluster.address)
     yield cluster
     ray.shutdown()
-    address = cluster.gcs_address
     cluster.shutdown()
-    if address_file.exists() and address_file.read_text().strip() == address:
-        address_file.unlink()  # else a later ray.init() on this machine would look for this cluster
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -104,6 +104,8 @@ def test_optuna_study_tells_what_asha_did(smoke):
 def test_without_an_address_a_search_starts_a_session_of_its_own_beside_a_cluster_on_this_machine(ray_cluster):
     """A cluster running here (ray start, or this session's test cluster) leaves its address file in /tmp/ray;
     Ray's ray.init() would join it and refuse --cpus. Without --address the search gets its own session."""
+    from ray._common.utils import get_ray_address_file
+    assert Path(get_ray_address_file(None)).read_text() == ray_cluster.gcs_address  # the cluster it must not join
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     code = ("import ray; from tune_cvae.search.session import start_ray; start_ray(num_cpus=1, dashboard=False); "
             "print(ray.cluster_resources()['CPU'], len(ray.nodes())); ray.shutdown()")

@@ -26,11 +26,13 @@ def start_ray(address=None, num_cpus=None, dashboard=True):
         ray.init(address=address, log_to_driver=False)
         say(f"joined the Ray cluster at {address}")
         return
-    with sigterm_blocked():  # the processes Ray starts now inherit the mask: a SIGTERM to the whole process group
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,  # (Slurm, timeout) then reaches
-                 dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,  # the driver alone, which stops
-                 log_to_driver=False)
-    if dashboard:  # the search and Ray in order (Ray blocks SIGINT there itself); else Ray's GCS dies under it
+    # the processes Ray starts now inherit the mask: a SIGTERM to the whole process group (Slurm, timeout) then
+    # reaches the driver alone, which stops the search and Ray in order (Ray blocks SIGINT there itself); else
+    # Ray's GCS dies under it
+    with sigterm_blocked():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                 dashboard_port=DASHBOARD_PORT, log_to_driver=False)
+    if dashboard:
         say(f"Ray dashboard: http://127.0.0.1:{DASHBOARD_PORT}  (login token: `ray get-auth-token`)")
 
 
