@@ -41,19 +41,21 @@ def records(path):
 
 
 def offline_runs(folder):
-    """{run id: {"config", "history" (one dict per step), "summary", "artifacts", "group"}}, the offline run
-    folders of one run id (a resumed run has several) merged."""
+    """{run id: {"config", "history" (one dict per step), "summary", "artifacts", "group", "folders"}}, the offline
+    run folders of one run id (a resumed run has several; the id is the end of the folder's name) merged. W&B
+    buffers its records: a folder whose writer was killed may hold none of them."""
     def key(item):
         return "/".join(item.nested_key) or item.key
     runs = {}
     for path in sorted(glob.glob(f"{folder}/wandb/offline-run-*/run-*.wandb")):
+        run = runs.setdefault(Path(path).parent.name.split("-", 3)[3], {
+            "config": {}, "history": [], "summary": {}, "artifacts": [], "group": None, "folders": 0})
+        run["folders"] += 1
         for record in records(path):
             kind = record.WhichOneof("record_type")
             if kind == "run":
-                run = runs.setdefault(record.run.run_id, {"config": {}, "history": [], "summary": {}, "artifacts": [],
-                                                          "group": record.run.run_group, "folders": 0})
                 run["config"].update({key(i): json.loads(i.value_json) for i in record.run.config.update})
-                run["folders"] += 1
+                run["group"] = record.run.run_group
             elif kind == "history":
                 run["history"].append({key(i): json.loads(i.value_json) for i in record.history.item})
             elif kind == "summary":
@@ -95,6 +97,31 @@ def test_online_without_a_key_is_one_line_naming_what_to_set(tmp_path):
     assert not (tmp_path / "rr").exists()
 
 
+def test_a_resumed_trial_logs_its_recorded_epochs_again_which_a_killed_driver_had_not_yet_written(tmp_path,
+                                                                                                  monkeypatch):
+    """A driver killed with SIGKILL loses the history W&B still buffered (its offline file then holds only a
+    header): the run a resumed trial continues gets its recorded epochs up to its checkpoint again."""
+    pytest.importorskip("wandb")
+    from types import SimpleNamespace
+    from tune_cvae.experiment.space_yaml import load_space
+    from tune_cvae.experiment.storage import Storage
+    from tune_cvae.search.wandb_runs import WandbRuns
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    exp = tmp_path / "k"
+    (exp / "trial_abc").mkdir(parents=True)
+    (exp / "trial_abc/epochs.jsonl").write_text("".join(json.dumps({"epoch": e, "val_psnr": 10.0 + e, "loss": 1.0 / e})
+                                                        + "\n" for e in (1, 2, 3)))
+    space = load_space("smoke")
+    trial = SimpleNamespace(trial_id="abc", config={"lr": 2e-3, "tfr_d_step": 0.5, "kl_anneal_type": "None"},
+                            last_result={"epoch": 2})  # restored: its checkpoint is epoch 2's
+    callback = WandbRuns({"project": "tune-cvae"}, Storage(tmp_path), exp, space)
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(0, [trial], trial, {"epoch": 3, "val_psnr": 13.5})
+    callback.end(trial, "finished")
+    run = next(iter(offline_runs(exp).values()))
+    assert [(h["_step"], h["val_psnr"]) for h in run["history"]] == [(1, 11.0), (2, 12.0), (3, 13.5)]
+
+
 @pytest.mark.slow
 def test_an_offline_search_has_a_run_per_trial_its_ending_a_table_and_run_bests_submission(ray_cluster, builtin_root,
                                                                                            tmp_path, monkeypatch):
@@ -129,7 +156,7 @@ def test_an_offline_search_has_a_run_per_trial_its_ending_a_table_and_run_bests_
     trials = {r["config"]["trial_id"]: r for r in runs.values() if "trial_id" in r["config"]}
     forgotten = {p.name.removeprefix("trial_") for p in (exp / "forgotten").glob("trial_*")}  # started unsaved
     assert set(table.trial_id) <= set(trials) <= set(table.trial_id) | forgotten
-    assert {r["group"] for r in runs.values()} == {"w"}
+    assert {r["group"] for r in runs.values() if r["group"] is not None} == {"w"}  # None: a killed, unflushed run
     for row in table.itertuples():
         run = trials[row.trial_id]
         assert run["config"]["searched"] == ["kl_anneal_type", "tfr_d_step", "lr"] and run["config"]["num_epoch"] == 3

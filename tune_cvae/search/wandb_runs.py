@@ -8,7 +8,7 @@ from ray.tune import Callback
 
 from tune_cvae.common import UserError
 from tune_cvae.experiment import wandb_log
-from tune_cvae.experiment.files import ERRORED, INTERRUPTED, trial_dirname, trial_status
+from tune_cvae.experiment.files import EPOCHS_FILE, ERRORED, INTERRUPTED, trial_dirname, trial_results, trial_status
 from tune_cvae.experiment.space import label
 from tune_cvae.lab.config import make_config
 
@@ -30,7 +30,22 @@ class WandbRuns(Callback):
                 name=label(f"trial {trial.trial_id}:", {k: trial.config[k] for k in searched}),
                 group=self.settings.get("group") or self.exp_dir.name, job_type="trial",
                 config={**full_config(trial.config), "searched": searched, "trial_id": trial.trial_id})
+            if self.runs[trial.trial_id] is not None and trial.last_result.get("epoch"):
+                self.log_again(self.runs[trial.trial_id], trial, int(trial.last_result["epoch"]))
         return self.runs[trial.trial_id]
+
+    def log_again(self, run, trial, epoch):
+        """A resumed trial's recorded epochs up to `epoch`, logged again into its run: a driver killed with SIGKILL
+        loses what W&B still buffered. Where W&B already holds those steps online, it drops a step below the run's
+        latest with a warning in its debug log."""
+        folder = self.where.folder(self.exp_dir.name) / trial_dirname(trial.trial_id)
+        if self.where.remote:
+            wandb_log.safely("records", self.where.download, f"{self.where.path}/{self.exp_dir.name}/"
+                             f"{trial_dirname(trial.trial_id)}/{EPOCHS_FILE}", folder / EPOCHS_FILE)
+        for result in trial_results(folder):
+            if 0 < int(result.get("epoch", 0)) <= epoch:
+                data = {k: result[k] for k in wandb_log.SCALARS if isinstance(result.get(k), (int, float))}
+                wandb_log.safely("log", run.log, data, step=int(result["epoch"]))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_of(trial)
