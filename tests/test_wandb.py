@@ -137,7 +137,8 @@ def test_an_offline_search_has_a_run_per_trial_its_ending_a_table_and_run_bests_
     raw["points_to_evaluate"] = [{"kl_anneal_type": "None", "tfr_d_step": 0.5, "lr": lr} for lr in (2e-3, 1e6, 5e-3,
                                                                                                   8e-3)]
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address, "WANDB_MODE": "offline"}
+    env = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},  # W&B's process, not this one's
+           "RAY_ADDRESS": ray_cluster.address, "WANDB_MODE": "offline"}  # (whose run ids a killed driver holds)
     monkeypatch.setenv("WANDB_MODE", "offline")
     proc = subprocess.Popen([sys.executable, "run_search.py", "--space", str(tmp_path / "w.yaml"), "--data",
                              str(builtin_root), "--storage", str(tmp_path), "--name", "w", "--wandb", "tune-cvae"],
