@@ -17,6 +17,11 @@ SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600",
 STRIP_FILE = "val_strip.png"  # in a trial's records: its last validation's image strip, for W&B
 
 
+def scalars(result):
+    """An epoch's numbers W&B plots (TensorBoard's keys), from a result or a record."""
+    return {k: result[k] for k in SCALARS if isinstance(result.get(k), (int, float))}
+
+
 def check(flag="--wandb"):
     """Before any work: W&B importable, and outside offline mode a key to log in with; else one line saying what
     to install or set."""
@@ -92,7 +97,7 @@ def run_best_run(settings, exp_dir, trial_id, history, out, summary):
     if run is None:
         return
     for h in history:
-        safely("log", run.log, {k: h[k] for k in SCALARS if isinstance(h.get(k), (int, float))}, step=h["epoch"])
+        safely("log", run.log, scalars(h), step=h["epoch"])
     frames = [[int(f), float(p)] for f, p in (line.split(",") for line in
                                              (out / "val_psnr_per_frame.csv").read_text().splitlines()[1:])]
     table = wandb.Table(columns=["frame", "psnr"], data=frames)

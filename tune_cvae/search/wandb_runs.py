@@ -36,16 +36,19 @@ class WandbRuns(Callback):
 
     def log_again(self, run, trial, epoch):
         """A resumed trial's recorded epochs up to `epoch`, logged again into its run: a driver killed with SIGKILL
-        loses what W&B still buffered. Where W&B already holds those steps online, it drops a step below the run's
-        latest with a warning in its debug log."""
-        folder = self.where.folder(self.exp_dir.name) / trial_dirname(trial.trial_id)
+        loses what W&B still buffered. Steps W&B already holds lie below the resumed run's latest, which W&B's
+        rule of increasing steps drops (not tried against a server)."""
+        for result in trial_results(self.record(trial, EPOCHS_FILE).parent):
+            if 0 < int(result["epoch"]) <= epoch:
+                wandb_log.safely("log", run.log, wandb_log.scalars(result), step=int(result["epoch"]))
+
+    def record(self, trial, name):
+        """The local path of one of a trial's records in storage (a URI's: downloaded first)."""
+        path = self.where.folder(self.exp_dir.name) / trial_dirname(trial.trial_id) / name
         if self.where.remote:
             wandb_log.safely("records", self.where.download, f"{self.where.path}/{self.exp_dir.name}/"
-                             f"{trial_dirname(trial.trial_id)}/{EPOCHS_FILE}", folder / EPOCHS_FILE)
-        for result in trial_results(folder):
-            if 0 < int(result.get("epoch", 0)) <= epoch:
-                data = {k: result[k] for k in wandb_log.SCALARS if isinstance(result.get(k), (int, float))}
-                wandb_log.safely("log", run.log, data, step=int(result["epoch"]))
+                             f"{trial_dirname(trial.trial_id)}/{name}", path)
+        return path
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.run_of(trial)
@@ -54,7 +57,7 @@ class WandbRuns(Callback):
         run = self.run_of(trial)
         if run is None or "epoch" not in result:
             return
-        data = {k: result[k] for k in wandb_log.SCALARS if isinstance(result.get(k), (int, float))}
+        data = wandb_log.scalars(result)
         data["teacher_forcing"] = int(bool(result.get("teacher_forcing")))
         for key in self.space.mutated:  # under PBT: the values in force this epoch, and whose weights
             data[f"pbt/{key}"] = result.get("config", trial.config).get(key)
@@ -66,12 +69,8 @@ class WandbRuns(Callback):
         wandb_log.safely("log", run.log, data, step=int(result["epoch"]))
 
     def strip(self, trial, epoch):
-        """The trial's last validation strip from its records in storage (a URI's: downloaded)."""
-        folder = self.where.folder(self.exp_dir.name) / trial_dirname(trial.trial_id)
-        if self.where.remote:
-            wandb_log.safely("strip", self.where.download, f"{self.where.path}/{self.exp_dir.name}/"
-                             f"{trial_dirname(trial.trial_id)}/{wandb_log.STRIP_FILE}", folder / wandb_log.STRIP_FILE)
-        return wandb_log.safely("image", wandb_log.image, folder / wandb_log.STRIP_FILE,
+        """The trial's last validation strip from its records in storage."""
+        return wandb_log.safely("image", wandb_log.image, self.record(trial, wandb_log.STRIP_FILE),
                                 f"epoch {epoch}: predicted (top), true (bottom)")
 
     def end(self, trial, ending):
