@@ -51,3 +51,10 @@ def test_the_best_so_far_curve_follows_the_results_in_the_order_they_came(tmp_pa
         (tmp_path / name / "epochs.jsonl").write_text("".join(json.dumps({"epoch": e, "val_psnr": v, "wall_time": t})
                                                               + "\n" for e, v, t in results))
     assert curve([tmp_path / "trial_a", tmp_path / "trial_b"], "val_psnr", "max") == [10.0, 11.0, 12.0]
+
+
+def test_a_race_without_a_row_beside_its_control_says_so(tmp_path):
+    runs = [(r, [r["best_val_psnr"]]) for r in rows("random", [20.0, 21.0])]
+    race_stats.write(tmp_path, runs, "val_psnr", {"a": 19.0})
+    assert (tmp_path / "comparisons.md").read_text().strip() == race_stats.NO_PAIRS
+    assert list(pd.read_csv(tmp_path / "comparisons.csv").columns)[:4] == ["budget", "dataset", "row", "control"]

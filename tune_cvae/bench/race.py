@@ -29,10 +29,11 @@ from tune_cvae.bench.settings import NEW_DEFAULT, ONE_RUN, RACE_MODEL, RACE_QUIC
 from tune_cvae.bench.strategies import one_run_space, pbt_race_space, race_space
 from tune_cvae.common import UserError, reports_to, say, write_whole
 from tune_cvae.experiment.files import DIVERGED, USABLE, trial_results
-from tune_cvae.experiment.space_yaml import load_space
+from tune_cvae.experiment.space_yaml import load_space, parse
 from tune_cvae.experiment.tables import collect
 from tune_cvae.lab.config import best_of
 
+PBT_ROWS = ("pbt", "random+held")  # the rows that race the PBT space
 DONE_FILE = "race.json"  # in a search's experiment folder: the race finished it (its wall time)
 
 
@@ -160,12 +161,25 @@ def plan(args):
     strategies = list(args.strategies)
     if RUN_BEST in strategies and NEW_DEFAULT not in strategies:
         strategies.insert(0, NEW_DEFAULT)  # run_best retrains the new default's winners
+    check_rows(space, pbt_space, budgets, seeds, strategies)
     return space, pbt_space, budgets, seeds, strategies
+
+
+def check_rows(space, pbt_space, budgets, seeds, strategies):
+    """Every row's space checked before the first search, as run_search.py checks one: a row that cannot run (a
+    space without a portfolio, a prior outside its range) is one line now, not hours into the race."""
+    for budget in budgets:
+        for strategy in strategies:
+            if strategy in SINGLE_RUNS:
+                parse(one_run_space(space, strategy, budget, seeds), space.path)
+            elif strategy != RUN_BEST:
+                parse(searches_of(space, pbt_space, strategy, budget),
+                      pbt_space.path if strategy in PBT_ROWS else space.path)
 
 
 def searches_of(space, pbt_space, strategy, budget):
     """The raw space of one search of a search strategy."""
-    if strategy in ("pbt", "random+held"):
+    if strategy in PBT_ROWS:
         return pbt_race_space(pbt_space, strategy, budget)
     return race_space(space, strategy, budget)
 

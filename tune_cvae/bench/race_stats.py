@@ -61,6 +61,9 @@ def wilcoxon(diffs):
         return float(test(diffs).pvalue)
 
 
+NO_PAIRS = "No row of this race ran beside its control (the pairs are CONTROLS in tune_cvae/bench/settings.py)."
+
+
 def comparisons(table):
     """Each row of CONTROLS that ran, against its control: per budget and dataset (and both pooled)."""
     lines = []
@@ -71,7 +74,8 @@ def comparisons(table):
                           "pairs": len(diffs), "mean diff (dB)": diffs.mean(), "median diff (dB)": np.median(diffs),
                           "win rate": (np.sum(diffs > 0) + 0.5 * np.sum(diffs == 0)) / len(diffs),
                           "Wilcoxon p": wilcoxon(diffs)})
-    return pd.DataFrame(lines)
+    return pd.DataFrame(lines, columns=["budget", "dataset", "row", "control", "pairs", "mean diff (dB)",
+                                        "median diff (dB)", "win rate", "Wilcoxon p"])
 
 
 def plot(runs, metric, path):
@@ -106,7 +110,7 @@ def write(out, runs, metric, repeats):
     summ.to_csv(out / "summary.csv", index=False)
     comp.to_csv(out / "comparisons.csv", index=False)
     (out / "summary.md").write_text(markdown(summ) + "\n")
-    (out / "comparisons.md").write_text(markdown(comp) + "\n")
+    (out / "comparisons.md").write_text((markdown(comp) if len(comp) else NO_PAIRS) + "\n")
     (out / "race.json").write_text(json.dumps({"repeat_first_frame": repeats,
                                                "runs": [{**r, "curve": v} for r, v in runs]}, default=float) + "\n")
     plot(runs, metric, out / "race.png")
