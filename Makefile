@@ -50,9 +50,10 @@ test-fast: $(VENV)/.installed
 bench-quality: $(VENV)/.installed
 	$(PY) -m tune_cvae bench quality
 
-# search strategies raced at equal budget (trial-epochs), 3 seeds each, on a dataset of another seed: TPE and
-# random search, with and without ASHA, and the default configuration (48 minutes on 2 CPU cores; add
-# ARGS="--data DIR" for your own LAB4-layout folder; see docs/QUALITY.md)
+# search strategies raced at equal budgets (trial-epochs), each against its control with the same knowledge, over
+# 10 paired seeds on two datasets the spaces were not tuned on, at 32 and 128 trial-epochs: about 20 hours on 2 CPU
+# cores (ARGS="--seeds 3 --budgets 32": about 2 hours; ARGS="--data DIR" for your own LAB4-layout folder; `python -m
+# tune_cvae bench search --help` lists the rows; see docs/QUALITY.md)
 bench-search: $(VENV)/.installed
 	$(PY) -m tune_cvae bench search $(ARGS)
 

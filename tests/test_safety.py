@@ -159,10 +159,11 @@ def test_an_over_long_experiment_name_is_refused_and_a_long_space_name_shortened
 WRITE_AND_DIE = """
 import os, sys, torch
 from torch.utils.tensorboard import SummaryWriter
-from tune_cvae.search.trainable import TB_SCALARS, write_epoch
+from tune_cvae.experiment.files import EPOCH_SCALARS
+from tune_cvae.search.trainable import write_epoch
 writer = SummaryWriter(sys.argv[1])
 for epoch in range(1, 21):
-    write_epoch(writer, {"epoch": epoch, **{k: 1.0 for k in TB_SCALARS}}, torch.rand(3, 64, 512))
+    write_epoch(writer, {"epoch": epoch, **{k: 1.0 for k in EPOCH_SCALARS}}, torch.rand(3, 64, 512))
 os._exit(0)  # what ending a trial's actor looks like to its writer: no close, no atexit
 """
 

@@ -21,6 +21,8 @@ SEARCH_FILE = "search.yaml"
 JOURNAL = "optuna.journal"
 INTERRUPTED_FILE = "interrupted.json"
 EPOCHS_FILE = "epochs.jsonl"  # every epoch's result, appended by the trainable (Ray may rewrite result.json)
+# an epoch's numbers that TensorBoard and W&B plot
+EPOCH_SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s")
 PER_FRAME_FILE = "val_psnr_per_frame.csv"  # a trial's last validation (and run_best's) PSNR per frame
 STATE_FILE = "state.pt"  # a checkpoint folder's run state
 PARAMS_FILE, RESULT_FILE, ERROR_FILE = "params.json", "result.json", "error.txt"  # Ray's, in a trial folder

@@ -10,16 +10,16 @@ import re
 from pathlib import Path
 
 from tune_cvae.common import UserError, say
+from tune_cvae.experiment.files import EPOCH_SCALARS
 
 INSTALL = "make wandb (or: pip install wandb)"
 SETTINGS_KEYS = ("project", "entity", "group", "tags")
-SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s")
 STRIP_FILE = "val_strip.png"  # in a trial's records: its last validation's image strip, for W&B
 
 
 def scalars(result):
     """An epoch's numbers W&B plots (TensorBoard's keys), from a result or a record."""
-    return {k: result[k] for k in SCALARS if isinstance(result.get(k), (int, float))}
+    return {k: result[k] for k in EPOCH_SCALARS if isinstance(result.get(k), (int, float))}
 
 
 def check(flag="--wandb"):

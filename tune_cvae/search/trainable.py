@@ -14,7 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from tune_cvae.common import say
-from tune_cvae.experiment.files import EPOCHS_FILE, PER_FRAME_FILE, STATE_FILE
+from tune_cvae.experiment.files import EPOCH_SCALARS, EPOCHS_FILE, PER_FRAME_FILE, STATE_FILE
 from tune_cvae.experiment.lineage import lineage
 from tune_cvae.experiment.space import label
 from tune_cvae.experiment.wandb_log import STRIP_FILE
@@ -22,9 +22,6 @@ from tune_cvae.lab.checkpoint import load_checkpoint, save_checkpoint
 from tune_cvae.lab.config import SETTABLE
 from tune_cvae.lab.data import Lab4Data
 from tune_cvae.lab.train import STRIP_FRAMES, train
-
-TB_SCALARS = ("loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_600", "train_frames_per_s")
-
 
 def _resources():
     """(CPUs, GPUs) this trial holds, from its placement group."""
@@ -43,7 +40,7 @@ STRIP_TAG = "val/frames " + ",".join(map(str, STRIP_FRAMES)) + ": predicted (top
 def write_epoch(writer, metrics, val_strip):
     """An epoch's scalars and validation strip, on disk when this returns: ASHA may end the trial's process
     right after its report, and torch's writer (unlike tensorboardX's) flushes its queue, not only the file."""
-    for key in TB_SCALARS:
+    for key in EPOCH_SCALARS:
         writer.add_scalar(f"cvae/{key}", metrics[key], metrics["epoch"])
     writer.add_image(STRIP_TAG, val_strip, metrics["epoch"])
     writer.flush()
