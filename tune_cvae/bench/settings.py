@@ -27,7 +27,7 @@ MORE_STRATEGIES = ("tpe+asha", "random+asha", "tpe", "pbt", "random+held", "defa
 CONTROLS = ((NEW_DEFAULT, "tpe+asha+start"), (NEW_DEFAULT, "random+start"), (NEW_DEFAULT, "sample-prior+start"),
             (NEW_DEFAULT, "random+start+portfolio"), (NEW_DEFAULT, "prior+asha+start"),
             ("prior+asha+start", "random+start"), ("prior+asha+start", "sample-prior+start"),
-            ("tpe+asha+start", "random+start"),
+            ("tpe+asha+start", "random+start"), ("sample-prior+start", "random+start"),
             ("prior+asha+bad-prior", "random"), (RUN_BEST, ONE_RUN))
 
 
