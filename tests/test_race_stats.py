@@ -1,5 +1,6 @@
 """The race's figures: medians and quartiles per row, each row against its control paired by dataset, budget and
 seed, with its win rate and Wilcoxon p-value."""
+import json
 import math
 
 import numpy as np
@@ -45,7 +46,6 @@ def test_ties_count_half_and_a_row_equal_to_its_control_has_p_one():
 
 
 def test_the_best_so_far_curve_follows_the_results_in_the_order_they_came(tmp_path):
-    import json
     for name, results in (("trial_a", [(1, 10.0, 1.0), (2, 12.0, 3.0)]), ("trial_b", [(1, 11.0, 2.0)])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "epochs.jsonl").write_text("".join(json.dumps({"epoch": e, "val_psnr": v, "wall_time": t})
@@ -58,3 +58,17 @@ def test_a_race_without_a_row_beside_its_control_says_so(tmp_path):
     race_stats.write(tmp_path, runs, "val_psnr", {"a": 19.0})
     assert (tmp_path / "comparisons.md").read_text().strip() == race_stats.NO_PAIRS
     assert list(pd.read_csv(tmp_path / "comparisons.csv").columns)[:4] == ["budget", "dataset", "row", "control"]
+
+
+def test_a_race_run_in_sittings_has_one_table_and_a_search_measured_again_replaces_its_row(tmp_path):
+    first = [(r, [r["best_val_psnr"]]) for r in rows("random+start", [20.0, 21.0]) + rows("random", [18.0], "b")]
+    race_stats.write(tmp_path, first, "val_psnr", {"a": 19.0, "b": 17.0})
+    second = [(r, [r["best_val_psnr"]]) for r in rows("sample-prior+start", [21.0, 22.0, 23.0])
+              + rows("random+start", [20.5])]  # seed 0 of random+start measured again
+    race_stats.write(tmp_path, second, "val_psnr", {"a": 19.0})
+    table = pd.read_csv(tmp_path / "searches.csv").set_index(["dataset", "strategy", "seed"])
+    assert len(table) == 6 and table.loc[("a", "random+start", 0), "test_score"] == 20.5
+    assert table.loc[("b", "random", 0), "test_score"] == 18.0
+    line = pd.read_csv(tmp_path / "comparisons.csv").set_index("row").loc["sample-prior+start"]
+    assert line["pairs"] == 2 and line["mean diff (dB)"] == pytest.approx(0.75)  # (21 - 20.5 + 22 - 21) / 2
+    assert json.loads((tmp_path / "race.json").read_text())["repeat_first_frame"] == {"a": 19.0, "b": 17.0}

@@ -133,7 +133,8 @@ def search_race_flags(r):
     r.add_argument("--data", action="append", default=None, metavar="DIR",
                    help="a LAB4-layout folder with test_truth/ (repeatable; default: the built-in datasets " +
                         ", ".join(RACE_DATA) + ", data the spaces and the portfolio were not tuned on)")
-    r.add_argument("--out", default="bench_search", help="folder for the datasets, the searches and the tables")
+    r.add_argument("--out", default="bench_search", help="folder for the datasets, the searches and the tables "
+                                                         "(which hold every search measured in it, earlier runs' too)")
     r.add_argument("--space", default="demo.yaml", help="the space whose values the strategies search (its start "
                                                         "points, prior and portfolio are the knowledge they use)")
     r.add_argument("--pbt-space", default="demo_pbt.yaml", help="the space of the pbt strategy: its population "

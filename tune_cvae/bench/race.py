@@ -11,7 +11,9 @@ point trained as one run for the same compute (the budget plus run_best's retrai
 Everything goes under OUT: the datasets, ray_results/DATASET-bBUDGET/ (every search's experiment folder),
 logs/ (each search's report), searches.csv, summary.csv/.md, comparisons.csv/.md (race_stats.py), race.json (the
 curves) and race.png. A search already finished is read, not run again; one an interruption cut is resumed, so the
-same command continues a race. The searches run in this process (Ray started once) through search.tuner.run.
+same command continues a race. The tables hold every search measured in OUT, earlier sittings' too (race.json), so
+a race can grow by seeds, datasets or rows, one command at a time. The searches run in this process (Ray started
+once) through search.tuner.run.
 """
 import contextlib
 import json

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tune_cvae.bench.settings import CONTROLS
-from tune_cvae.common import say
+from tune_cvae.common import say, write_whole
 from tune_cvae.experiment import figures
 from tune_cvae.experiment.tables import markdown
 
@@ -101,9 +101,27 @@ def plot(runs, metric, path):
     figures.save(fig, path)
 
 
+KEY = ("dataset", "budget", "strategy", "seed")  # one search (or single run) of the race
+
+
+def with_earlier(out, runs, repeats):
+    """(runs, repeats) with what earlier sittings in OUT measured (its race.json) before this sitting's; a search
+    measured again replaces its earlier row. So a race run in parts, with other seeds, datasets or rows, has one
+    table."""
+    path = out / "race.json"
+    if not path.is_file():
+        return runs, repeats
+    earlier = json.loads(path.read_text())
+    found = {tuple(e[k] for k in KEY): ({k: v for k, v in e.items() if k != "curve"}, e["curve"])
+             for e in earlier["runs"]}
+    found.update({tuple(r[k] for k in KEY): (r, v) for r, v in runs})
+    return list(found.values()), {**earlier["repeat_first_frame"], **repeats}
+
+
 def write(out, runs, metric, repeats):
-    """searches.csv, summary.csv/.md, comparisons.csv/.md, race.json (the curves) and race.png; returns the
-    summary."""
+    """searches.csv, summary.csv/.md, comparisons.csv/.md, race.json (the curves) and race.png, of this sitting's
+    runs and every earlier one's in OUT; returns the summary."""
+    runs, repeats = with_earlier(out, runs, repeats)
     table = pd.DataFrame([r for r, _ in runs])
     table.to_csv(out / "searches.csv", index=False)
     summ, comp = summary(table, metric), comparisons(table)
@@ -111,8 +129,8 @@ def write(out, runs, metric, repeats):
     comp.to_csv(out / "comparisons.csv", index=False)
     (out / "summary.md").write_text(markdown(summ) + "\n")
     (out / "comparisons.md").write_text((markdown(comp) if len(comp) else NO_PAIRS) + "\n")
-    (out / "race.json").write_text(json.dumps({"repeat_first_frame": repeats,
-                                               "runs": [{**r, "curve": v} for r, v in runs]}, default=float) + "\n")
+    write_whole(out / "race.json", json.dumps({"repeat_first_frame": repeats,
+                                                "runs": [{**r, "curve": v} for r, v in runs]}, default=float) + "\n")
     plot(runs, metric, out / "race.png")
     say(f"wrote {out}/searches.csv, summary.csv/.md, comparisons.csv/.md, race.json, race.png (repeating the "
         f"first frame scores " + ", ".join(f"{k} {v:.2f} dB" for k, v in repeats.items()) + " on the test videos)")
