@@ -23,11 +23,13 @@ SINGLE_RUNS = ("default config", ONE_RUN)  # rows that train one configuration p
 STRATEGY_NAMES = (NEW_DEFAULT, "prior+asha+start", "tpe+asha+start", "random+start", "sample-prior+start",
                   "random+start+portfolio", "prior+asha+bad-prior", "random", RUN_BEST, ONE_RUN)
 MORE_STRATEGIES = ("tpe+asha", "random+asha", "tpe", "pbt", "random+held", "default config")
-# (row, control): each comparison the race reports, paired by dataset and seed
+# (row, control): each comparison the race reports, paired by dataset and seed (a control with the same
+# knowledge, or today's default where a row could replace it)
 CONTROLS = ((NEW_DEFAULT, "tpe+asha+start"), (NEW_DEFAULT, "random+start"), (NEW_DEFAULT, "sample-prior+start"),
             (NEW_DEFAULT, "random+start+portfolio"), (NEW_DEFAULT, "prior+asha+start"),
             ("prior+asha+start", "random+start"), ("prior+asha+start", "sample-prior+start"),
             ("tpe+asha+start", "random+start"), ("sample-prior+start", "random+start"),
+            ("sample-prior+start", "tpe+asha+start"),  # the prior's draws against today's default
             ("prior+asha+bad-prior", "random"), (RUN_BEST, ONE_RUN))
 
 
