@@ -60,6 +60,15 @@ def test_a_race_without_a_row_beside_its_control_says_so(tmp_path):
     assert list(pd.read_csv(tmp_path / "comparisons.csv").columns)[:4] == ["budget", "dataset", "row", "control"]
 
 
+def test_a_race_of_single_runs_alone_writes_no_table_before_its_runs_have_finished(tmp_path):
+    """Its seeds' loop has no search to tabulate (`--strategies "best start point alone"` once ended on a
+    KeyError there); the tables come when its runs do."""
+    assert race_stats.write(tmp_path, [], "val_psnr", {"a": 19.0}) is None
+    assert list(tmp_path.iterdir()) == []
+    runs = [(r, [r["best_val_psnr"]]) for r in rows("best start point alone", [21.0, 22.0])]
+    assert race_stats.write(tmp_path, runs, "val_psnr", {"a": 19.0})["searches"].tolist() == [2]
+
+
 def test_a_race_run_in_sittings_has_one_table_and_a_search_measured_again_replaces_its_row(tmp_path):
     first = [(r, [r["best_val_psnr"]]) for r in rows("random+start", [20.0, 21.0]) + rows("random", [18.0], "b")]
     race_stats.write(tmp_path, first, "val_psnr", {"a": 19.0, "b": 17.0})

@@ -120,8 +120,11 @@ def with_earlier(out, runs, repeats):
 
 def write(out, runs, metric, repeats):
     """searches.csv, summary.csv/.md, comparisons.csv/.md, race.json (the curves) and race.png, of this sitting's
-    runs and every earlier one's in OUT; returns the summary."""
+    runs and every earlier one's in OUT; returns the summary, or None while nothing is measured (a race of single runs
+    alone has none after its seeds)."""
     runs, repeats = with_earlier(out, runs, repeats)
+    if not runs:
+        return None
     table = pd.DataFrame([r for r, _ in runs])
     table.to_csv(out / "searches.csv", index=False)
     summ, comp = summary(table, metric), comparisons(table)
