@@ -1,7 +1,9 @@
 """The strategy race (`bench search`): the quick race end to end, a row of each kind, run_best on each searcher's
 search; a race that cannot run ends before it writes anything."""
+import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -25,15 +27,32 @@ def test_a_row_that_cannot_run_is_one_line_before_the_race_writes_anything(tmp_p
     assert not (tmp_path / "race").exists()
 
 
+def test_a_race_continues_only_with_the_training_seeds_it_began_with(tmp_path):
+    """Its searches' trials were seeded one way; rows seeded another are not comparable with them: one line, and
+    nothing written. A race from before --train-seeds (no protocol.json) began with 0."""
+    begun = {"protocol": 2, "earlier": None}
+    for name, k in begun.items():
+        out = tmp_path / name
+        (out / "ray_results").mkdir(parents=True)
+        if k is not None:
+            (out / race.PROTOCOL_FILE).write_text(f'{{"train_seeds": {k}}}')
+        args = cli.parser().parse_args(["bench", "search", "--quick", "--space", "smoke.yaml", "--out", str(out),
+                                        "--strategies", "random", "--train-seeds", "1"])
+        with pytest.raises(UserError, match=f"a race with --train-seeds {k or 0}; continue it with"):
+            race.race(args)
+        assert sorted(p.name for p in out.iterdir()) == ([race.PROTOCOL_FILE] if k else []) + ["ray_results"]
+
+
 @pytest.mark.slow
 def test_the_quick_race_runs_a_row_of_each_kind_and_run_best_works_on_each_searcher(ray_cluster, builtin_root,
                                                                                        tmp_path):
     from tune_cvae.experiment.best import run_best
     args = cli.parser().parse_args(["bench", "search", "--quick", "--data", str(builtin_root), "--out",
-                                    str(tmp_path / "race"), "--strategies", ",".join(ROWS)])
+                                    str(tmp_path / "race"), "--strategies", ",".join(ROWS), "--train-seeds", "2"])
     race.race(args)
     table = pd.read_csv(tmp_path / "race" / "searches.csv")
     assert set(table["strategy"]) == set(ROWS) and table["test_score"].notna().all()
+    trained_as_searched(tmp_path / "race", table, builtin_root)
     by = table.set_index("strategy")
     searches = table[~table["strategy"].isin([RUN_BEST, *SINGLE_RUNS])]
     assert (searches["trial_epochs"] >= 4).all() and (searches["trial_epochs"] <= 4 + 1).all()  # 2 trials at a time
@@ -70,7 +89,7 @@ def test_sigterm_to_the_races_process_group_ends_it_and_the_same_command_continu
     import time
     from pathlib import Path
     command = [sys.executable, "-m", "tune_cvae", "bench", "search", "--quick", "--data", str(builtin_root), "--out",
-               str(tmp_path / "race"), "--cpus", "1", "--strategies", "random,tpe+asha"]
+               str(tmp_path / "race"), "--cpus", "1", "--strategies", "random,tpe+asha", "--train-seeds", "0"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a Ray session of its own, as a user's
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(command, env=env, cwd=root, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -89,3 +108,26 @@ def test_sigterm_to_the_races_process_group_ends_it_and_the_same_command_continu
     assert again.returncode == 0, again.stderr[-2000:]
     assert finished[0].read_text() == before  # read, not run again
     assert set(pd.read_csv(tmp_path / "race/searches.csv")["strategy"]) == {"random", "tpe+asha"}
+
+
+def trained_as_searched(out, table, root):
+    """--train-seeds 2: each search's winner trained with the search's seed (0); its values trained again with seeds
+    100 and 101, once per configuration whichever rows chose it; the row's test score is their mean."""
+    from tune_cvae.bench.race_data import Data
+    from tune_cvae.experiment.record import read_search
+    from tune_cvae.experiment.tables import collect
+    from tune_cvae.experiment.winner import best_checkpoint, searched_values, trial_params
+    data, configs = Data(root.name, root, out), []
+    for exp in (out / "ray_results").glob("*-configs/config-*"):
+        runs, space = collect(exp), read_search(exp).space
+        assert sorted(runs["seed"]) == [100, 101], exp
+        configs.append((space.fixed, np.mean([data.test_score(exp / d, space) for d in runs["trial_dir"]])))
+    chosen = set()
+    for _, r in table[table["winner_test_score"].notna()].iterrows():
+        exp = next((out / "ray_results").glob(f"*-b4/{r['strategy'].replace('+', '-')}-seed0"))
+        assert best_checkpoint(exp / f"trial_{r['winner']}", "val_psnr", "max")["config"]["seed"] == 0
+        values = searched_values(read_search(exp).space, trial_params(exp / f"trial_{r['winner']}"))
+        [mean] = [m for fixed, m in configs if {k: fixed.get(k) for k in values} == values]
+        assert r["test_score"] == pytest.approx(mean), r["strategy"]
+        chosen.add(json.dumps(values, sort_keys=True))
+    assert len(configs) == len(chosen)  # a configuration two rows chose trained once

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import wilcoxon
 
 from tune_cvae.bench import race_stats
-from tune_cvae.bench.race import curve
+from tune_cvae.bench.race_runs import curve
 
 
 def rows(strategy, scores, dataset="a", budget=32):

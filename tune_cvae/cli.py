@@ -8,8 +8,8 @@ import argparse
 import importlib
 import sys
 
-from tune_cvae.bench.settings import (MORE_STRATEGIES, RACE_DATA, RACE_MODEL, RACE_QUICK, SPEED_MODELS, STRATEGY_NAMES,
-                                      describe)
+from tune_cvae.bench.settings import (MORE_STRATEGIES, RACE_DATA, RACE_MODEL, RACE_QUICK, RESCORE_SEEDS_FROM,
+                                      SPEED_MODELS, STRATEGY_NAMES, TRAIN_SEEDS, describe)
 from tune_cvae.bench.strategies import parts_of
 from tune_cvae.common import UserError
 from tune_cvae.lab.config import BUILTIN_SEED, BUILTIN_TRAIN_FRAMES, OPTIONS, UNSEEN_SEED
@@ -150,6 +150,12 @@ def search_race_flags(r):
     r.add_argument("--strategies", type=_strategies, default=list(STRATEGY_NAMES), metavar="A,B,...",
                    help=f"which rows to race (default: {', '.join(STRATEGY_NAMES)}; also: "
                         f"{', '.join(MORE_STRATEGIES)}, or any SEARCHER+PARTS: bench/strategies.py)")
+    r.add_argument("--train-seeds", type=int, default=TRAIN_SEEDS, metavar="K",
+                   help=f"score each search's winner as a configuration: its values trained afresh with seeds "
+                        f"{RESCORE_SEEDS_FROM}..{RESCORE_SEEDS_FROM}+K-1 (the same for every row), the test score "
+                        f"their mean; the search's trials train with the search's seed. 0: every trial trains with "
+                        f"seed 1 and the winner's own checkpoint is scored (races before this flag). A race "
+                        f"continues only with the value it began with (default: {TRAIN_SEEDS})")
     r.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray session (default: all); each "
                                                           "trial holds one")
     r.add_argument("--quick", action="store_true", help=f"tiny settings for a test: {describe(RACE_QUICK)}, one "

@@ -10,6 +10,11 @@ SPEED_MODELS = {"template": {}, "small": {"F_dim": 32, "L_dim": 16, "N_dim": 4, 
 # by their test score almost as well: Spearman 0.82 against 0.84, 64 frames 0.74; the test score rolls out all)
 RACE_MODEL = {"F_dim": 16, "L_dim": 4, "N_dim": 4, "D_out_dim": 16, "partial": 0.1, "val_frames": 200}
 RACE_QUICK = {"budgets": [4], "max_epochs": 2, "seeds": 1, "train_frames": 400}  # `bench search --quick`: a test's
+# `bench search --train-seeds K` (default TRAIN_SEEDS): every trial of a search trains with the search's own seed,
+# and each winner's values are trained afresh with seeds RESCORE_SEEDS_FROM.. (the same for every row, so a
+# configuration two rows both chose scores the same) and scored as the mean: one configuration's test score spans
+# 3.6 dB over 10 training seeds (docs/QUALITY.md), more than any difference between strategies
+TRAIN_SEEDS, RESCORE_SEEDS_FROM = 3, 100
 # the race's datasets by default: built-in data the spaces and the portfolio were not tuned on, the second
 # differing in more than the seed (dancers half as fast again, two thirds of the training frames)
 RACE_DATA = {"seed7": {"seed": 7}, "seed11-tempo1.5": {"seed": 11, "tempo": 1.5, "train_frames": 1600}}

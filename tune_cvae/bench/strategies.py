@@ -78,9 +78,14 @@ def one_run_space(space, strategy, epochs, seeds):
         raise UserError(f"{space.path}: no points_to_evaluate, so no start point to train")
     point = space.points_to_evaluate[0 if strategy == SINGLE_RUNS[0] else -1]
     changes = space.retrain.get("set", {}) if strategy == SINGLE_RUNS[1] else {}  # run_best's recipe for the long run
-    fixed = {**space.fixed, **point, **changes}
-    return {**space.to_dict(), "fixed": fixed, "searcher": "random", "scheduler": "none", "budget": None,
-            "max_epochs": epochs, "grace_period": 1, "num_samples": len(seeds),
+    return seeded_runs_space(space, {**point, **changes}, epochs, seeds)
+
+
+def seeded_runs_space(space, values, epochs, seeds):
+    """One configuration (the space's fixed values and `values`) as a search of one trial per training seed, each
+    trained `epochs` without early stopping: a single-run row, or a winner scored over seeds (--train-seeds)."""
+    return {**space.to_dict(), "fixed": {**space.fixed, **values}, "searcher": "random", "scheduler": "none",
+            "budget": None, "max_epochs": epochs, "grace_period": 1, "num_samples": len(seeds),
             "params": {"seed": {"type": "categorical", "choices": list(seeds)}},
             "points_to_evaluate": [{"seed": s} for s in seeds], "portfolio": [], "portfolio_file": None,
             "retrain": {}}
