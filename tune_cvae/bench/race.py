@@ -12,11 +12,12 @@ run_best.py as `make demo` does, against the best-known start point trained as o
 budget plus run_best's retraining epochs).
 
 Everything goes under OUT: the datasets, ray_results/DATASET-bBUDGET/ (every search's experiment folder),
-ray_results/DATASET-configs/ (the winners trained over seeds), protocol.json (--train-seeds), logs/ (each search's report), searches.csv, summary.csv/.md, comparisons.csv/.md (race_stats.py), race.json (the
-curves) and race.png. A search already finished is read, not run again; one an interruption cut is resumed, so the
-same command continues a race. The tables hold every search measured in OUT, earlier sittings' too (race.json), so
-a race can grow by seeds, datasets or rows, one command at a time. The searches run in this process (Ray started
-once) through search.tuner.run.
+ray_results/DATASET-configs/ (the winners trained over seeds), protocol.json (--train-seeds), logs/ (each search's
+report), searches.csv, summary.csv/.md, comparisons.csv/.md (race_stats.py), race.json (the curves) and race.png.
+A search already finished is read, not run again; one an interruption cut is resumed, so the same command
+continues a race. The tables hold every search measured in OUT, earlier sittings' too (race.json), so a race can
+grow by seeds, datasets or rows, one command at a time. The searches run in this process (Ray started once)
+through search.tuner.run.
 """
 import json
 import signal

@@ -131,7 +131,6 @@ def one_run_rows(exp, data, budget, strategy):
     return runs
 
 
-
 def rescored(exp, search_row, space, data, train_seeds, out, cpus):
     """The search's row with its winner scored as a configuration: the winner's values trained afresh, as one search
     of a trial per seed from RESCORE_SEEDS_FROM (once per configuration and dataset, whichever row chose it), its
@@ -146,6 +145,6 @@ def rescored(exp, search_row, space, data, train_seeds, out, cpus):
                             data.dataset.root, 0, cpus)
     scores = np.array([r["test_score"] for r, _ in one_run_rows(configs, data, search_row["budget"], "")], float)
     finite = scores[np.isfinite(scores)]
+    spread = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
     return {**search_row, "test_score": float(finite.mean()) if len(finite) else math.nan,
-            "test_seed_std": float(finite.std(ddof=1)) if len(finite) > 1 else math.nan,
-            "rescore_diverged": int(len(scores) - len(finite)), "winner_test_score": search_row["test_score"]}
+            **dict(zip(RESCORED, (spread, int(len(scores) - len(finite)), search_row["test_score"])))}
