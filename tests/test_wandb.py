@@ -118,6 +118,8 @@ def test_a_resumed_trial_logs_its_recorded_epochs_again_which_a_killed_driver_ha
     callback.on_trial_start(0, [trial], trial)
     callback.on_trial_result(0, [trial], trial, {"epoch": 3, "val_psnr": 13.5})
     callback.end(trial, "finished")
+    import wandb
+    wandb.teardown()  # run.finish() may return before W&B's own process has written the offline file
     run = next(iter(offline_runs(exp).values()))
     assert [(h["_step"], h["val_psnr"]) for h in run["history"]] == [(1, 11.0), (2, 12.0), (3, 13.5)]
 
