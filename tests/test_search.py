@@ -400,6 +400,40 @@ def test_a_search_killed_with_sigkill_at_any_moment_resumes_to_every_trial_done(
     assert sorted(told) == sorted(table.trial_id)  # each trial told once, lost asks FAIL
 
 
+def _state_names_a_running_trials_checkpoint(exp):
+    """Does Ray's newest saved state hold a running trial that reported (each report saves a checkpoint)?"""
+    states = sorted(exp.glob("experiment_state-*.json"))
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"] if states else []
+    except ValueError:  # being written
+        return False
+    return any(json.loads(trial)["status"] == "RUNNING" and json.loads(run)["last_result"].get("epoch")
+               for trial, run in trials)
+
+
+def test_a_trial_whose_recorded_checkpoint_is_gone_from_storage_starts_again_on_resume(ray_cluster, builtin_root,
+                                                                                      tmp_path):
+    """Ray deletes a trial's older checkpoints as it saves newer ones (num_to_keep) and snapshots its own state
+    only now and then: a driver killed in between leaves a state naming a deleted checkpoint. Here every
+    checkpoint is gone: --resume trains that trial again from its first epoch, and every trial ends done."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    proc = subprocess.Popen([sys.executable, "run_search.py", "--space", "smoke", "--samples", "3", "--scheduler",
+                             "none", "--data", str(builtin_root), "--storage", str(tmp_path), "--name", "g"], env=env,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    exp, deadline = tmp_path / "g", time.time() + 300
+    while not _state_names_a_running_trials_checkpoint(exp):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert _state_names_a_running_trials_checkpoint(exp)
+    for checkpoint in exp.glob("trial_*/checkpoint_*"):
+        shutil.rmtree(checkpoint)
+    tuner.run(None, resume=True, name="g", storage=tmp_path, dashboard=False, verbose=0)
+    table = read_trials(exp / "trials.csv")
+    assert len(table) == 3 and set(table.status) == {"finished"} and set(table.epochs) == {3}, table
+
+
 def test_a_prior_guided_search_with_a_portfolio_first_resumes_after_sigkill_and_reports(ray_cluster, builtin_root,
                                                                                          tmp_path):
     """searcher: prior over smoke.yaml with a prior on lr and a portfolio of two configurations: killed after its

@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.fs
 import ray
 import torch
 from ray import tune
@@ -150,6 +151,22 @@ def save_strip(strip, path):
     Image.fromarray((strip.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(path)
 
 
+class RestartWhereCheckpointIsGone:
+    """A trial whose recorded checkpoint is gone from storage trains again from its first epoch. Ray deletes a
+    trial's older checkpoints as it saves newer ones (num_to_keep) but snapshots its own state only now and then:
+    a driver killed in between leaves a state naming a deleted checkpoint, from which Ray would fail the trial
+    twice and end it errored."""
+
+    def restore(self, checkpoint_path):
+        checkpoint = getattr(checkpoint_path, "checkpoint", checkpoint_path)  # Ray passes a _TrainingResult
+        if isinstance(checkpoint, tune.Checkpoint) and \
+                checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.NotFound:
+            say(f"warning: trial {self.trial_id}: its checkpoint {checkpoint.path} is gone from storage (Ray's "
+                f"state was saved before it deleted it); the trial trains again from its first epoch")
+            return
+        super().restore(checkpoint_path)
+
+
 def named_trial(params, strip=False):
     """train_trial, its Ray actor named after its trial: the dashboard's Actors view and the log prefixes show
     "trial ID: key=value ..." of the searched `params` (as many as `space.label` lets in) instead of
@@ -165,5 +182,5 @@ def named_trial(params, strip=False):
     def trial(config, arrays):
         return train_trial(config, arrays, params, strip)
 
-    trial.__mixins__ = (NamedTrial,)
+    trial.__mixins__ = (NamedTrial, RestartWhereCheckpointIsGone)
     return trial
