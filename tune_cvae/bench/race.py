@@ -30,6 +30,7 @@ from tune_cvae.bench.settings import NEW_DEFAULT, ONE_RUN, RACE_MODEL, RACE_QUIC
 from tune_cvae.bench.strategies import one_run_space, pbt_race_space, race_space
 from tune_cvae.common import UserError, say, write_whole
 from tune_cvae.experiment.space_yaml import load_space, parse
+from tune_cvae.lab.config import DEFAULTS
 
 PBT_ROWS = ("pbt", "random+held")  # the rows that race the PBT space
 PROTOCOL_FILE = "protocol.json"  # in OUT: how its searches' trials were seeded (--train-seeds)
@@ -127,7 +128,7 @@ def race(args):
     repeats = {d.name: d.repeat for d in data}
     say(f"race on {', '.join(d.name for d in data)}: {len(strategies)} rows x {len(seeds)} seeds at budgets "
         f"{', '.join(map(str, budgets))} trial-epochs, trials of up to {space.max_epochs} epochs, "
-        + (f"each winner scored over {train_seeds} training seeds" if train_seeds else "every trial seed 1")
+        + (f"each winner scored over {train_seeds} training seeds" if train_seeds else f"every trial seed {DEFAULTS['seed']}")
         + f"; logs in {out / 'logs'}")
     runs = []
     try:
@@ -146,7 +147,7 @@ def race(args):
 
 def check_protocol(out, train_seeds):
     """A race continues only as it began: its searches' trials were seeded one way (--train-seeds 0: every trial
-    seed 1, the config's default; else the search's seed), and its rows are comparable only within one."""
+    with the config's default seed; else the search's seed), and its rows are comparable only within one."""
     path = out / PROTOCOL_FILE
     if path.is_file():
         found = json.loads(path.read_text())["train_seeds"]

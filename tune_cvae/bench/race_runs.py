@@ -118,23 +118,27 @@ def run_best_row(exp, search_row, data):
             "trial_epochs": search_row["trial_epochs"] + summary["epochs"]}, []
 
 
+def trial_scores(exp, data, space, table):
+    """The test score of each trial of a search's table, in its order (NaN where it diverged or never reported)."""
+    return [data.test_score(exp / t["trial_dir"], space)
+            if t["status"] in USABLE and not math.isnan(t[f"best_{space.metric}"]) else math.nan
+            for _, t in table.iterrows()]
+
+
 def one_run_rows(exp, data, budget, strategy):
     """A single-run row's search: one row and curve per seed (one trial each, its own winner)."""
     from tune_cvae.experiment.record import read_search
     space, table = read_search(exp).space, collect(exp)
-    runs = []
-    for i, t in table.iterrows():
-        usable = t["status"] in USABLE and not math.isnan(t[f"best_{space.metric}"])
-        test = data.test_score(exp / t["trial_dir"], space) if usable else math.nan
-        runs.append((row(data, budget, strategy, t["seed"], t, space.metric, test, table.loc[[i]], t["wall_s"]),
-                     curve([exp / t["trial_dir"]], space.metric, space.mode)))
-    return runs
+    return [(row(data, budget, strategy, t["seed"], t, space.metric, test, table.loc[[i]], t["wall_s"]),
+             curve([exp / t["trial_dir"]], space.metric, space.mode))
+            for (i, t), test in zip(table.iterrows(), trial_scores(exp, data, space, table))]
 
 
 def rescored(exp, search_row, space, data, train_seeds, out, cpus):
     """The search's row with its winner scored as a configuration: the winner's values trained afresh, as one search
     of a trial per seed from RESCORE_SEEDS_FROM (once per configuration and dataset, whichever row chose it), its
     test score the mean over the seeds whose run did not diverge; the winner's own checkpoint's score kept beside."""
+    from tune_cvae.experiment.record import read_search
     from tune_cvae.experiment.winner import searched_values, trial_params, winner
     record, _, trial_dir = winner(exp)
     values = searched_values(record.space, trial_params(trial_dir))
@@ -143,7 +147,7 @@ def rescored(exp, search_row, space, data, train_seeds, out, cpus):
     key = hashlib.sha256(json.dumps([raw["fixed"], raw["max_epochs"], seeds], sort_keys=True, default=str).encode())
     configs, _ = run_search(raw, out / "ray_results" / f"{data.name}-configs", f"config-{key.hexdigest()[:16]}", out,
                             data.dataset.root, 0, cpus)
-    scores = np.array([r["test_score"] for r, _ in one_run_rows(configs, data, search_row["budget"], "")], float)
+    scores = np.array(trial_scores(configs, data, read_search(configs).space, collect(configs)), float)
     finite = scores[np.isfinite(scores)]
     spread = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
     return {**search_row, "test_score": float(finite.mean()) if len(finite) else math.nan,
