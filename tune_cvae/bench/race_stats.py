@@ -97,7 +97,8 @@ def plot(runs, metric, path):
         ax.set(xlabel="trial-epochs spent", ylabel=f"best {metric} so far (dB)", title=f"{dataset}, budget {budget}")
         figures.whole_epochs(ax)
         ax.legend(fontsize=7)
-    fig.suptitle("Search strategies at equal budget: median over seeds, band between the quartiles")
+    sep = " " if len(panels) > 1 else "\n"  # one panel is too narrow for the title on one line
+    fig.suptitle(f"Search strategies at equal budget:{sep}median over seeds, band between the quartiles")
     figures.save(fig, path)
 
 
