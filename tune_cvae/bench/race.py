@@ -128,7 +128,8 @@ def race(args):
     repeats = {d.name: d.repeat for d in data}
     say(f"race on {', '.join(d.name for d in data)}: {len(strategies)} rows x {len(seeds)} seeds at budgets "
         f"{', '.join(map(str, budgets))} trial-epochs, trials of up to {space.max_epochs} epochs, "
-        + (f"each winner scored over {train_seeds} training seeds" if train_seeds else f"every trial seed {DEFAULTS['seed']}")
+        + (f"each winner scored over {train_seeds} training seeds" if train_seeds
+           else f"every trial seed {DEFAULTS['seed']}")
         + f"; logs in {out / 'logs'}")
     runs = []
     try:

@@ -138,7 +138,6 @@ def rescored(exp, search_row, space, data, train_seeds, out, cpus):
     """The search's row with its winner scored as a configuration: the winner's values trained afresh, as one search
     of a trial per seed from RESCORE_SEEDS_FROM (once per configuration and dataset, whichever row chose it), its
     test score the mean over the seeds whose run did not diverge; the winner's own checkpoint's score kept beside."""
-    from tune_cvae.experiment.record import read_search
     from tune_cvae.experiment.winner import searched_values, trial_params, winner
     record, _, trial_dir = winner(exp)
     values = searched_values(record.space, trial_params(trial_dir))
@@ -147,7 +146,7 @@ def rescored(exp, search_row, space, data, train_seeds, out, cpus):
     key = hashlib.sha256(json.dumps([raw["fixed"], raw["max_epochs"], seeds], sort_keys=True, default=str).encode())
     configs, _ = run_search(raw, out / "ray_results" / f"{data.name}-configs", f"config-{key.hexdigest()[:16]}", out,
                             data.dataset.root, 0, cpus)
-    scores = np.array(trial_scores(configs, data, read_search(configs).space, collect(configs)), float)
+    scores = np.array(trial_scores(configs, data, space, collect(configs)), float)  # the same metric as `space`
     finite = scores[np.isfinite(scores)]
     spread = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
     return {**search_row, "test_score": float(finite.mean()) if len(finite) else math.nan,
