@@ -1,7 +1,6 @@
 """The strategy race (`bench search`): the quick race end to end, a row of each kind, run_best on each searcher's
 search; a race that cannot run ends before it writes anything."""
 import json
-import re
 
 import numpy as np
 import pandas as pd
@@ -10,21 +9,23 @@ import yaml
 
 from tune_cvae import cli
 from tune_cvae.bench import race
-from tune_cvae.bench.settings import CONTROLS, NEW_DEFAULT, ONE_RUN, RUN_BEST, SINGLE_RUNS
+from tune_cvae.bench.settings import CANDIDATE, CONTROLS, DEFAULT, ONE_RUN, RUN_BEST, SINGLE_RUNS
 from tune_cvae.common import UserError
 
 
-# a row of each searcher and each kind (search, run_best's retraining, single run) with the new default's knowledge
+# a row of each searcher and each kind (search, run_best's retraining, single run) with the candidate's knowledge
 # (start points, prior, portfolio) and the robustness check; every row's space is built in test_strategies.py
-ROWS = [NEW_DEFAULT, "tpe+asha+start", "sample-prior+start", "prior+asha+bad-prior", "random", RUN_BEST, ONE_RUN]
+ROWS = [CANDIDATE, DEFAULT, "sample-prior+start", "prior+asha+bad-prior", "random", RUN_BEST, ONE_RUN]
 
 
 def test_a_row_that_cannot_run_is_one_line_before_the_race_writes_anything(tmp_path):
-    args = cli.parser().parse_args(["bench", "search", "--quick", "--space", "smoke.yaml", "--out",
-                                    str(tmp_path / "race"), "--strategies", f"random,{NEW_DEFAULT}"])
-    with pytest.raises(UserError, match=f"smoke.yaml: no portfolio for strategy {re.escape(NEW_DEFAULT)}"):
-        race.race(args)
-    assert not (tmp_path / "race").exists()
+    for portfolio, error in ((["--portfolio", "nope.yaml"], "portfolio: nope.yaml: no such file"),
+                             ([], "portfolio \\(.*demo_portfolio.yaml\\)\\[0\\]")):  # not smoke.yaml's values
+        args = cli.parser().parse_args(["bench", "search", "--quick", "--space", "smoke.yaml", "--out",
+                                        str(tmp_path / "race"), "--strategies", f"random,{CANDIDATE}", *portfolio])
+        with pytest.raises(UserError, match=f"smoke.yaml: {error}"):
+            race.race(args)
+        assert not (tmp_path / "race").exists()
 
 
 def test_a_race_continues_only_with_the_training_seeds_it_began_with(tmp_path):
@@ -56,7 +57,7 @@ def test_the_quick_race_runs_a_row_of_each_kind_and_run_best_works_on_each_searc
     by = table.set_index("strategy")
     searches = table[~table["strategy"].isin([RUN_BEST, *SINGLE_RUNS])]
     assert (searches["trial_epochs"] >= 4).all() and (searches["trial_epochs"] <= 4 + 1).all()  # 2 trials at a time
-    assert by.loc[RUN_BEST, "trial_epochs"] == by.loc[NEW_DEFAULT, "trial_epochs"] + 8  # demo.yaml's retrain
+    assert by.loc[RUN_BEST, "trial_epochs"] == by.loc[DEFAULT, "trial_epochs"] + 8  # demo.yaml's retrain
     assert by.loc[ONE_RUN, "trial_epochs"] == 4 + 8  # the same compute, one run
     compared = pd.read_csv(tmp_path / "race" / "comparisons.csv")
     assert {tuple(p) for p in compared[["row", "control"]].to_numpy()} == {p for p in CONTROLS if set(p) <= set(ROWS)}

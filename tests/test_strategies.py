@@ -3,7 +3,7 @@ budget; the single-run rows train one start point per seed."""
 import pytest
 
 from tune_cvae.bench import strategies
-from tune_cvae.bench.settings import MORE_STRATEGIES, SINGLE_RUNS, STRATEGY_NAMES
+from tune_cvae.bench.settings import MORE_STRATEGIES, RACE_PORTFOLIO, SINGLE_RUNS, STRATEGY_NAMES
 from tune_cvae.common import UserError
 from tune_cvae.experiment.space_yaml import load_space, parse
 
@@ -13,7 +13,7 @@ SEARCHES = [n for n in STRATEGY_NAMES + MORE_STRATEGIES if n not in SINGLE_RUNS 
 
 @pytest.mark.parametrize("name", SEARCHES)
 def test_each_search_strategy_gets_its_searcher_scheduler_and_knowledge(name):
-    space = load_space("demo.yaml")
+    space = strategies.with_portfolio(load_space("demo.yaml"), RACE_PORTFOLIO)
     parsed = parse(strategies.race_space(space, name, 32))
     parts = name.split("+")
     assert (parsed.searcher, parsed.scheduler, parsed.budget) == (parts[0], "asha" if "asha" in parts else "none", 32)
@@ -25,6 +25,17 @@ def test_each_search_strategy_gets_its_searcher_scheduler_and_knowledge(name):
         assert parsed.params["output"]["prior"]["value"] == "residual"
     else:
         assert parsed.params == space.params
+
+
+def test_the_demo_evaluates_no_portfolio_but_the_race_gives_its_portfolio_rows_the_shipped_one():
+    """The race found the portfolio added nothing, so the default search (demo.yaml) runs without it; the race's
+    portfolio rows still try demo_portfolio.yaml's configurations after the start points."""
+    space = load_space("demo.yaml")
+    assert space.portfolio == []
+    with pytest.raises(UserError, match="demo.yaml: no portfolio for strategy random\\+start\\+portfolio"):
+        strategies.race_space(space, "random+start+portfolio", 32)
+    raced = parse(strategies.race_space(strategies.with_portfolio(space, RACE_PORTFOLIO), "random+start+portfolio", 32))
+    assert len(raced.portfolio) == 4 and raced.points_to_evaluate == space.points_to_evaluate
 
 
 def test_a_strategy_name_the_race_cannot_build_is_one_line():

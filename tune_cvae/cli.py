@@ -8,8 +8,8 @@ import argparse
 import importlib
 import sys
 
-from tune_cvae.bench.settings import (MORE_STRATEGIES, RACE_DATA, RACE_MODEL, RACE_QUICK, RESCORE_SEEDS_FROM,
-                                      SPEED_MODELS, STRATEGY_NAMES, TRAIN_SEEDS, describe)
+from tune_cvae.bench.settings import (MORE_STRATEGIES, RACE_DATA, RACE_MODEL, RACE_PORTFOLIO, RACE_QUICK,
+                                      RESCORE_SEEDS_FROM, SPEED_MODELS, STRATEGY_NAMES, TRAIN_SEEDS, describe)
 from tune_cvae.bench.strategies import parts_of
 from tune_cvae.common import UserError
 from tune_cvae.lab.config import BUILTIN_SEED, BUILTIN_TRAIN_FRAMES, OPTIONS, UNSEEN_SEED
@@ -137,6 +137,9 @@ def search_race_flags(r):
                                                          "(which hold every search measured in it, earlier runs' too)")
     r.add_argument("--space", default="demo.yaml", help="the space whose values the strategies search (its start "
                                                         "points, prior and portfolio are the knowledge they use)")
+    r.add_argument("--portfolio", default=None, metavar="FILE",
+                   help=f"the configurations the portfolio rows try after the start points (a file `python -m "
+                        f"tune_cvae portfolio` wrote; default: the space's `portfolio:`, else {RACE_PORTFOLIO})")
     r.add_argument("--pbt-space", default="demo_pbt.yaml", help="the space of the pbt strategy: its population "
                                                                 "trains budget / num_samples epochs each")
     r.add_argument("--model", choices=["small", "space"], default="small",

@@ -7,7 +7,7 @@ its seed, and its winner's values are trained afresh with --train-seeds seeds (r
 configurations, not one draw of their training noise. For each search: the winner's best val_psnr, its test score
 (the mean of those runs' best checkpoints rolled out on the 5 test videos, the leaderboard's rule; with
 --train-seeds 0 the winner's own checkpoint, every trial seeded 1), the trial-epochs spent, wall time, diverged
-trials, and the best val_psnr so far after each trial-epoch. End to end, the new default's winner is retrained by
+trials, and the best val_psnr so far after each trial-epoch. End to end, the default's winner is retrained by
 run_best.py as `make demo` does, against the best-known start point trained as one run for the same compute (the
 budget plus run_best's retraining epochs).
 
@@ -26,8 +26,8 @@ from pathlib import Path
 from tune_cvae.bench import race_stats
 from tune_cvae.bench.race_data import datasets
 from tune_cvae.bench.race_runs import RaceInterrupted, measure, one_run_rows, rescored, run_best_row, run_search
-from tune_cvae.bench.settings import NEW_DEFAULT, ONE_RUN, RACE_MODEL, RACE_QUICK, RUN_BEST, SINGLE_RUNS
-from tune_cvae.bench.strategies import one_run_space, pbt_race_space, race_space
+from tune_cvae.bench.settings import DEFAULT, ONE_RUN, RACE_MODEL, RACE_PORTFOLIO, RACE_QUICK, RUN_BEST, SINGLE_RUNS
+from tune_cvae.bench.strategies import one_run_space, pbt_race_space, race_space, with_portfolio
 from tune_cvae.common import UserError, say, write_whole
 from tune_cvae.experiment.space_yaml import load_space, parse
 from tune_cvae.lab.config import DEFAULTS
@@ -40,6 +40,9 @@ def plan(args):
     """(space, PBT's space, budgets, seeds, strategies, training seeds per winner) of the race from its flags;
     --quick shrinks it for a test."""
     space, pbt_space = load_space(args.space), load_space(args.pbt_space)
+    strategies = list(args.strategies)
+    if args.portfolio or (not space.portfolio and any("portfolio" in s.split("+") for s in strategies)):
+        space = with_portfolio(space, args.portfolio or RACE_PORTFOLIO)
     if pbt_space.scheduler not in ("pbt", "pb2"):
         raise UserError(f"--pbt-space {args.pbt_space}: scheduler {pbt_space.scheduler}, not pbt or pb2")
     if args.model == "small":
@@ -51,9 +54,8 @@ def plan(args):
     if min(budgets) < space.max_epochs:
         raise UserError(f"--budgets {min(budgets)}: less than one trial of max_epochs={space.max_epochs}")
     seeds = list(range(RACE_QUICK["seeds"] if args.quick else args.seeds))
-    strategies = list(args.strategies)
-    if RUN_BEST in strategies and NEW_DEFAULT not in strategies:
-        strategies.insert(0, NEW_DEFAULT)  # run_best retrains the new default's winners
+    if RUN_BEST in strategies and DEFAULT not in strategies:
+        strategies.insert(0, DEFAULT)  # run_best retrains the default's winners
     if args.train_seeds < 0:
         raise UserError(f"--train-seeds {args.train_seeds}: 0 or more training seeds per winner")
     if args.train_seeds and "pbt" in strategies:
@@ -97,7 +99,7 @@ def searches(data, budget, seed, plan_, out, cpus, runs):
         runs.append(measure(exp, wall, data, budget, strategy, seed))
         if train_seeds:
             runs[-1] = rescored(exp, runs[-1][0], space, data, train_seeds, out, cpus), runs[-1][1]
-        if strategy == NEW_DEFAULT and RUN_BEST in strategies:
+        if strategy == DEFAULT and RUN_BEST in strategies:
             runs.append(run_best_row(exp, runs[-1][0], data))
         say(f"[{data.name}, budget {budget}] {_line(runs[-1][0], space.metric)}")
 

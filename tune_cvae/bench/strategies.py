@@ -41,10 +41,17 @@ def race_space(space, strategy, budget):
            "budget": budget, "num_samples": max(budget, len(points) + len(portfolio)),
            "points_to_evaluate": points, "portfolio": portfolio, "portfolio_file": None}
     if "portfolio" in parts and not space.portfolio:
-        raise UserError(f"{space.path}: no portfolio for strategy {strategy} (portfolio: FILE in the space)")
+        raise UserError(f"{space.path}: no portfolio for strategy {strategy} (bench search --portfolio FILE)")
     if "bad-prior" in parts:
         raw["params"] = bad_prior(space.params)
     return raw
+
+
+def with_portfolio(space, portfolio):
+    """The space with `portfolio` (a portfolio file beside it, in search_spaces/ or at a path) as its own, checked
+    against its parameters as a space's own portfolio is: the configurations the race's portfolio rows try first."""
+    from tune_cvae.experiment.space_yaml import parse  # not at the top: the command line's --help imports this file
+    return parse({**space.to_dict(), "portfolio": portfolio, "portfolio_file": None}, space.path)
 
 
 def bad_prior(params):
