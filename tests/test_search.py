@@ -269,7 +269,6 @@ def test_a_trial_with_the_longest_values_a_space_allows_trains(ray_cluster, buil
     tiny = {k: v for k, v in yaml.safe_load((ROOT / "search_spaces/smoke.yaml").read_text())["fixed"].items()
             if k not in raw["params"]}
     raw.update(num_samples=1, max_epochs=1, grace_period=1, fixed=tiny, points_to_evaluate=[])
-    raw.pop("portfolio", None)  # the one trial is the longest point
     raw["points_to_evaluate"] = [longest_point(space_yaml.parse(raw, space_file))]
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     exp = tuner.run(str(tmp_path / "long.yaml"), data_dir=str(builtin_root), storage=tmp_path, name="long",
