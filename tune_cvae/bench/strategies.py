@@ -51,7 +51,7 @@ def with_portfolio(space, portfolio):
     """The space with `portfolio` (a portfolio file beside it, in search_spaces/ or at a path) as its own, checked
     against its parameters as a space's own portfolio is: the configurations the race's portfolio rows try first."""
     from tune_cvae.experiment.space_yaml import parse  # not at the top: the command line's --help imports this file
-    return parse({**space.to_dict(), "portfolio": portfolio, "portfolio_file": None}, space.path)
+    return parse({**space.to_dict(), "portfolio": portfolio}, space.path)  # parse records the file it read
 
 
 def bad_prior(params):
