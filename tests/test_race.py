@@ -28,6 +28,21 @@ def test_a_row_that_cannot_run_is_one_line_before_the_race_writes_anything(tmp_p
         assert not (tmp_path / "race").exists()
 
 
+def test_only_a_row_that_tries_the_portfolio_reads_one(tmp_path):
+    """The shipped portfolio does not fit smoke.yaml's ranges: rows that try no portfolio (run_best's retraining,
+    PBT's) race on it without reading it, and one more row that does ends the race in one line."""
+    rows = ["random", RUN_BEST, "pbt"]
+    for extra in ([], ["random+start+portfolio"]):
+        args = cli.parser().parse_args(["bench", "search", "--quick", "--space", "smoke.yaml", "--out",
+                                        str(tmp_path / "race"), "--strategies", ",".join(rows + extra),
+                                        "--train-seeds", "0"])
+        if extra:
+            with pytest.raises(UserError, match="smoke.yaml: portfolio \\(.*demo_portfolio.yaml\\)\\[0\\]"):
+                race.plan(args)
+        else:
+            assert race.plan(args)[0].portfolio == []
+
+
 def test_a_race_continues_only_with_the_training_seeds_it_began_with(tmp_path):
     """Its searches' trials were seeded one way; rows seeded another are not comparable with them: one line, and
     nothing written. A race from before --train-seeds (no protocol.json) began with 0."""

@@ -26,13 +26,13 @@ from pathlib import Path
 from tune_cvae.bench import race_stats
 from tune_cvae.bench.race_data import datasets
 from tune_cvae.bench.race_runs import RaceInterrupted, measure, one_run_rows, rescored, run_best_row, run_search
-from tune_cvae.bench.settings import DEFAULT, ONE_RUN, RACE_MODEL, RACE_PORTFOLIO, RACE_QUICK, RUN_BEST, SINGLE_RUNS
-from tune_cvae.bench.strategies import one_run_space, pbt_race_space, race_space, with_portfolio
+from tune_cvae.bench.settings import (DEFAULT, ONE_RUN, PBT_ROWS, RACE_MODEL, RACE_PORTFOLIO, RACE_QUICK, RUN_BEST,
+                                      SINGLE_RUNS)
+from tune_cvae.bench.strategies import one_run_space, pbt_race_space, race_space, tries_portfolio, with_portfolio
 from tune_cvae.common import UserError, say, write_whole
 from tune_cvae.experiment.space_yaml import load_space, parse
 from tune_cvae.lab.config import DEFAULTS
 
-PBT_ROWS = ("pbt", "random+held")  # the rows that race the PBT space
 PROTOCOL_FILE = "protocol.json"  # in OUT: how its searches' trials were seeded (--train-seeds)
 
 
@@ -41,7 +41,7 @@ def plan(args):
     --quick shrinks it for a test."""
     space, pbt_space = load_space(args.space), load_space(args.pbt_space)
     strategies = list(args.strategies)
-    if args.portfolio or (not space.portfolio and any("portfolio" in s.split("+") for s in strategies)):
+    if args.portfolio or (not space.portfolio and any(map(tries_portfolio, strategies))):
         space = with_portfolio(space, args.portfolio or RACE_PORTFOLIO)
     if pbt_space.scheduler not in ("pbt", "pb2"):
         raise UserError(f"--pbt-space {args.pbt_space}: scheduler {pbt_space.scheduler}, not pbt or pb2")

@@ -27,6 +27,7 @@ CANDIDATE = "prior+asha+start+portfolio"  # the prior-guided sampler with the st
 RUN_BEST = f"{DEFAULT} + run_best"  # the default's winner retrained by run_best.py, as `make demo` does
 ONE_RUN = "best start point alone"  # the user's alternative: the best-known start point for the same compute
 SINGLE_RUNS = ("default config", ONE_RUN)  # rows that train one configuration per seed, not searches
+PBT_ROWS = ("pbt", "random+held")  # the rows that race the PBT space
 STRATEGY_NAMES = (DEFAULT, CANDIDATE, "prior+asha+start", "random+start", "sample-prior+start",
                   "random+start+portfolio", "prior+asha+bad-prior", "random", RUN_BEST, ONE_RUN)
 MORE_STRATEGIES = ("tpe+asha", "random+asha", "tpe", "pbt", "random+held", "default config")

@@ -9,7 +9,7 @@ start points: the robustness check). `pbt` and `random+held` race the PBT space;
 searches: `default config` (the first start point for the whole budget) and `best start point alone` (the
 last start point, the best known, for the budget plus run_best's retraining epochs: the user's alternative).
 """
-from tune_cvae.bench.settings import SINGLE_RUNS
+from tune_cvae.bench.settings import PBT_ROWS, RUN_BEST, SINGLE_RUNS
 from tune_cvae.common import UserError
 
 SEARCHERS = ("tpe", "random", "prior", "sample-prior")
@@ -28,6 +28,14 @@ def parts_of(name):
         raise UserError(f"strategy {name!r}: a searcher ({', '.join(SEARCHERS)}) then any of +{', +'.join(PARTS)}; "
                         f"or pbt, random+held, {', '.join(SINGLE_RUNS)}")
     return searcher, set(parts)
+
+
+def tries_portfolio(strategy):
+    """Whether a row's searches try the space's portfolio first: only a search strategy with the part (single runs,
+    PBT's rows and run_best's retraining name no parts of their own)."""
+    if strategy in SINGLE_RUNS + PBT_ROWS + (RUN_BEST,):
+        return False
+    return "portfolio" in parts_of(strategy)[1]
 
 
 def race_space(space, strategy, budget):
