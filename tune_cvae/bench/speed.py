@@ -50,9 +50,9 @@ def timed(fn, device):
 
 def frames_per_s(sides, frames, reps, min_s, turns=1):
     """Each side (timed) handles `frames` frames per call, or per `turns` calls when its work comes in segments
-    (a rollout timed segment by segment): one warm-up call each, then `reps` rounds in which the sides take `turns` turns,
-    each turn running enough calls to last `min_s` seconds (interleaved, so a machine whose speed drifts over
-    minutes biases neither); each side's frames per second in each round."""
+    (a rollout timed segment by segment): one warm-up call each, then `reps` rounds in which the sides take `turns`
+    turns, each turn running enough calls to last `min_s` seconds (interleaved, so a machine whose speed drifts
+    over minutes biases neither); each side's frames per second in each round."""
     calls = [max(1, math.ceil(min_s / max(side(1), 1e-3))) for side in sides]
     rates = [[] for _ in sides]
     for _ in range(reps):
