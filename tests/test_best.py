@@ -54,8 +54,9 @@ def test_run_best_writes_a_valid_scored_submission(smoke, tmp_path):
 
 @pytest.mark.slow
 def test_run_best_errors_are_one_line(smoke, tmp_path):
-    proc = run_best("--experiment", tmp_path / "missing")
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'missing'}: experiment folder does not exist"
+    missing = tmp_path / "missing"
+    proc = run_best("--experiment", missing)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {missing}: experiment folder does not exist"
     empty = tmp_path / "empty"
     empty.mkdir()
     shutil.copy(smoke / "search.yaml", empty / "search.yaml")

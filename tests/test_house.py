@@ -109,3 +109,10 @@ def test_house_rules_of_the_library_and_scripts():
         broken += [f"{path.name}:{n.lineno} {n.name}: {n.end_lineno - n.lineno + 1} lines" for n in ast.walk(tree)
                    if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 50]
     assert broken == []
+
+
+def test_lines_fit_a_side_by_side_diff():
+    """Every line of the library, the scripts and the tests at most 120 characters."""
+    paths = LIBRARY + sorted(ROOT.glob("run_*.py")) + sorted((ROOT / "tests").glob("*.py"))
+    assert [f"{path.relative_to(ROOT)}:{i}: {len(line)}" for path in paths
+            for i, line in enumerate(path.read_text().splitlines(), 1) if len(line) > 120] == []

@@ -15,7 +15,8 @@ OPTIONS = {
     "optim": ("Adam", ["Adam", "AdamW"], "optimiser"),
     "weight_decay": (0.0, float, "weight decay (AdamW's decoupled form with AdamW)"),
     "lr_scheduler": ("multistep", ["multistep", "multistep_scaled", "cosine", "none"],
-                     "LR schedule, stepped per epoch; multistep_scaled multiplies by gamma at 1/2 and 3/4 of num_epoch"),
+                     "LR schedule, stepped per epoch; multistep_scaled multiplies by gamma at 1/2 and 3/4 of "
+                     "num_epoch"),
     "milestones": ([2, 5], list, "epochs at which multistep multiplies the LR by gamma"),
     "gamma": (0.1, float, "multistep's factor"),
     "grad_clip": (1.0, float, "max gradient norm (0 = no clipping)"),
@@ -79,7 +80,8 @@ def make_config(overrides=None):
         config[key] = value
     for key, (_, kind, _) in OPTIONS.items():
         config[key] = _check(key, config[key], kind)
-    if config["F_dim"] % 8 or config["L_dim"] % 2 or config["D_out_dim"] % 8 or (config["F_dim"] + config["L_dim"] + config["N_dim"]) % 4:
+    dims = config["F_dim"] + config["L_dim"] + config["N_dim"]
+    if config["F_dim"] % 8 or config["L_dim"] % 2 or config["D_out_dim"] % 8 or dims % 4:
         raise ConfigError("F_dim and D_out_dim must be multiples of 8, L_dim even, F_dim+L_dim+N_dim a multiple of 4")
     if config["val_frames"] == 1:
         raise ConfigError("val_frames=1: the rollout needs 2 frames at least (0: the whole video)")

@@ -135,8 +135,8 @@ def test_entries(root):
             raise DataError(f"{img_dir / 'frame0.png'}: missing first frame of test video {img_dir.name}")
         labels = list_frames(label_dir)
         if [n for n, _ in labels] != list(range(TEST_LEN)):
-            raise DataError(f"{label_dir}: a test video needs exactly {TEST_LEN} poses frame0..frame{TEST_LEN - 1}.png, "
-                            f"found {len(labels)}")
+            raise DataError(f"{label_dir}: a test video needs exactly {TEST_LEN} poses "
+                            f"frame0..frame{TEST_LEN - 1}.png, found {len(labels)}")
         firsts.append(frames[0])
         poses.append([e for _, e in labels])
     return firsts, poses

@@ -60,11 +60,12 @@ def batch_loss(model, img: torch.Tensor, label: torch.Tensor | None, beta, teach
     eps = posterior_noise(model, img) if eps is None else eps
     frame_feat = _in_pieces(model.frame_transformation, piece, flat_frames(img)).unflatten(0, (B, T))
     label_feat = pose_features(model, label) if label_feat is None else label_feat
-    z, mu, logvar = _in_pieces(model.Gaussian_Predictor, piece, flat_frames(frame_feat[:, 1:]), flat_frames(label_feat), eps)
+    z, mu, logvar = _in_pieces(model.Gaussian_Predictor, piece, flat_frames(frame_feat[:, 1:]),
+                               flat_frames(label_feat), eps)
     z = z.unflatten(0, (B, T - 1))
     if teacher_forcing:
-        pred = _in_pieces(model.generate, piece, flat_frames(frame_feat[:, :-1]), flat_frames(label_feat), flat_frames(z),
-                       flat_frames(img[:, :-1])).unflatten(0, (B, T - 1))
+        pred = _in_pieces(model.generate, piece, flat_frames(frame_feat[:, :-1]), flat_frames(label_feat),
+                          flat_frames(z), flat_frames(img[:, :-1])).unflatten(0, (B, T - 1))
     else:
         preds, prev, prev_feat = [], img[:, 0], frame_feat[:, 0]
         for t in range(T - 1):
