@@ -59,6 +59,38 @@ def test_a_race_continues_only_with_the_training_seeds_it_began_with(tmp_path):
         assert sorted(p.name for p in out.iterdir()) == ([race.PROTOCOL_FILE] if k else []) + ["ray_results"]
 
 
+def test_a_race_grown_by_seeds_trains_only_the_new_seeds_of_its_single_runs(tmp_path, monkeypatch):
+    """`--seeds 2` then `--seeds 4`: the second sitting trains seeds 2 and 3 of the best start point alone and reads
+    0 and 1 back, so every seed has its pair; a race from before the seeds were named is read as it is."""
+    trained = []
+
+    def run_search(raw, storage, name, *_):
+        seeds = raw["params"]["seed"]["choices"]
+        trained.append(seeds)
+        (storage / name).mkdir(parents=True)
+        (storage / name / "seeds.json").write_text(json.dumps(seeds))
+        (storage / name / race.DONE_FILE).write_text("{}")
+        return storage / name, 1.0
+
+    def one_run_rows(exp, data, budget, strategy):
+        return [({"strategy": strategy, "seed": s, "best_val_psnr": 25.0, "test_score": 20.0 + s, "trial_epochs": 40,
+                  "trials": 1, "diverged": 0, "wall_s": 1.0}, [])
+                for s in json.loads((exp / "seeds.json").read_text())]
+
+    monkeypatch.setattr(race, "run_search", run_search)
+    monkeypatch.setattr(race, "one_run_rows", one_run_rows)
+    data = type("Data", (), {"name": "d", "dataset": type("Dataset", (), {"root": tmp_path})})
+    space = race.load_space("demo.yaml")
+    storage = tmp_path / "ray_results" / "d-b32"
+    for seeds, new in (([0, 1], [[0, 1]]), ([0, 1, 2, 3], [[2, 3]]), ([0, 1, 2, 3], []), ([0, 4], [[4]]), ([1], [])):
+        if seeds == [1]:  # the first sitting's search as a race from before the seeds were named left it
+            (storage / "best-start-point-alone-seeds-0-1").rename(storage / "best-start-point-alone")
+        runs, before = [], len(trained)
+        race.single_runs(data, 32, (space, None, None, seeds, [ONE_RUN], 0), tmp_path, 2, runs)
+        assert [r["seed"] for r, _ in runs] == seeds and {r["test_score"] - r["seed"] for r, _ in runs} == {20}
+        assert trained[before:] == new
+
+
 @pytest.mark.slow
 def test_the_quick_race_runs_a_row_of_each_kind_and_run_best_works_on_each_searcher(ray_cluster, builtin_root,
                                                                                        tmp_path):

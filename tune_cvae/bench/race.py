@@ -25,7 +25,8 @@ from pathlib import Path
 
 from tune_cvae.bench import race_stats
 from tune_cvae.bench.race_data import datasets
-from tune_cvae.bench.race_runs import RaceInterrupted, measure, one_run_rows, rescored, run_best_row, run_search
+from tune_cvae.bench.race_runs import (DONE_FILE, RaceInterrupted, measure, one_run_rows, rescored, run_best_row,
+                                      run_search)
 from tune_cvae.bench.settings import (DEFAULT, ONE_RUN, PBT_ROWS, RACE_MODEL, RACE_PORTFOLIO, RACE_QUICK, RUN_BEST,
                                       SINGLE_RUNS)
 from tune_cvae.bench.strategies import one_run_space, pbt_race_space, race_space, tries_portfolio, with_portfolio
@@ -105,15 +106,28 @@ def searches(data, budget, seed, plan_, out, cpus, runs):
 
 
 def single_runs(data, budget, plan_, out, cpus, runs):
-    """The single-run rows of one dataset and budget: one search each, a trial per seed; appended to `runs`."""
+    """The single-run rows of one dataset and budget, a trial per seed, appended to `runs`: the seeds that finished
+    runs in OUT hold are read, the others trained as one search (so a race grown by seeds trains the new ones)."""
     space, _, _, seeds, strategies, _ = plan_
     storage = out / "ray_results" / f"{data.name}-b{budget}"
     for strategy in (s for s in strategies if s in SINGLE_RUNS):
         epochs = budget + (space.retrain.get("epochs", 0) if strategy == ONE_RUN else 0)
-        raw = one_run_space(space, strategy, epochs, seeds)
-        exp, _ = run_search(raw, storage, strategy.replace(" ", "-"), out, data.dataset.root, 0, cpus)
-        runs += one_run_rows(exp, data, budget, strategy)
+        name = strategy.replace(" ", "-")
+        rows = [r for exp in finished_runs(storage, name) for r in one_run_rows(exp, data, budget, strategy)]
+        todo = [s for s in seeds if s not in {r["seed"] for r, _ in rows}]
+        if todo:
+            exp, _ = run_search(one_run_space(space, strategy, epochs, todo), storage,
+                                f"{name}-seeds-{'-'.join(map(str, todo))}", out, data.dataset.root, 0, cpus)
+            rows += one_run_rows(exp, data, budget, strategy)
+        runs += [(r, v) for r, v in rows if r["seed"] in seeds]
         say(f"[{data.name}, budget {budget}] " + "; ".join(_line(r, space.metric) for r, _ in runs[-len(seeds):]))
+
+
+def finished_runs(storage, name):
+    """The finished searches of a single-run row in `storage`: NAME-seeds-A-B-..., one per sitting that trained
+    seeds, or NAME (a race from before a row's seeds were named)."""
+    return [exp for exp in sorted(storage.glob(f"{name}*")) if (exp / DONE_FILE).is_file()
+            and (exp.name == name or exp.name.startswith(f"{name}-seeds-"))]
 
 
 def race(args):
