@@ -114,7 +114,8 @@ def single_runs(data, budget, plan_, out, cpus, runs):
         epochs = budget + (space.retrain.get("epochs", 0) if strategy == ONE_RUN else 0)
         name = strategy.replace(" ", "-")
         rows = [r for exp in finished_runs(storage, name) for r in one_run_rows(exp, data, budget, strategy)]
-        todo = [s for s in seeds if s not in {r["seed"] for r, _ in rows}]
+        done = {r["seed"] for r, _ in rows}
+        todo = [s for s in seeds if s not in done]
         if todo:
             exp, _ = run_search(one_run_space(space, strategy, epochs, todo), storage,
                                 f"{name}-seeds-{'-'.join(map(str, todo))}", out, data.dataset.root, 0, cpus)
